@@ -1,0 +1,1 @@
+"""SynthCLEVR: the embedded CLEVR-format dataset (scenes, renderer, question engine)."""
