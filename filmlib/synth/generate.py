@@ -303,3 +303,34 @@ def questions_for_scenes(scenes: list[dict], *, per_image: int = 10, seed: int =
     for i, r in enumerate(records):
         r["question_index"] = i
     return records, dict(rejected)
+
+
+def split_is_current(root, spec: SplitSpec) -> bool:
+    """True if ``root`` already holds this split, complete and made with exactly ``spec``."""
+    qpath = clevr.questions_path(root, spec.name)
+    if not qpath.exists() or not clevr.scenes_path(root, spec.name).exists():
+        return False
+    made = clevr.read_info(qpath).get("synthclevr")
+    wanted = {k: v for k, v in asdict(spec).items() if k != "split"}
+    if made != wanted:
+        return False
+    return not spec.humans_per_image or humans_path(root, spec.name).exists()
+
+
+def generate_dataset(root, scale_data: dict, *, seed: int = 0, workers: int = 1,
+                     cogent: str | None = None, progress: bool = True, force: bool = False) -> dict:
+    """Every split of a scale's ``data`` section (see :func:`filmlib.config.load_scale`).
+
+    Splits already present with the same settings are kept, so re-running is cheap."""
+    out = {}
+    for split, n in scale_data["splits"].items():
+        spec = SplitSpec(split=split, num_images=n, seed=seed, cogent=cogent,
+                         questions_per_image=scale_data["questions_per_image"],
+                         humans_per_image=scale_data.get("humans_per_image", 0),
+                         width=scale_data["width"], height=scale_data["height"],
+                         reset_every=scale_data.get("reset_every", 1000))
+        if not force and split_is_current(root, spec):
+            out[spec.name] = "kept"
+            continue
+        out[spec.name] = generate_split(root, spec, workers=workers, progress=progress)
+    return out

@@ -29,20 +29,23 @@ from .camera import Camera
 
 F32 = np.float32
 EPS = 1e-3
+BEVEL = 0.1             # rounded-edge width of cubes and cylinders, as a fraction of half-height
 
 # Studio constants (display-referred values in [0, 1]).
-GROUND_ALBEDO = 0.62
-AMBIENT = 0.36          # sky-like ambient, scaled by (AMB_BASE + (1 - AMB_BASE) * n_z)
+GROUND_ALBEDO = 0.57
+AMBIENT = 0.42          # sky-like ambient, scaled by (AMB_BASE + (1 - AMB_BASE) * n_z)
 AMB_BASE = 0.55
-BACKDROP = 0.47         # the gray the far floor fades into (and rays that miss it)
-SKY_HORIZON, SKY_ZENITH = 0.35, 1.0   # the studio as metal reflects it
-FADE_NEAR, FADE_FAR = 9.0, 24.0   # floor fades into the backdrop between these ground radii
+BACKDROP = 0.42         # the gray the far floor fades into (and rays that miss it)
+SKY_HORIZON, SKY_ZENITH = 0.2, 1.6   # the studio as metal reflects it
+FALLOFF_DIST = 15.0      # lights dim as 1 / (FALLOFF_DIST^2 + d^2)
+FADE_NEAR, FADE_FAR = 7.0, 20.0   # floor fades into the backdrop between these ground radii
 SHADOW_W0 = 0.02        # penumbra half-width at the occluder
 CONTACT_AO = 0.85       # strength of the darkening of the floor under objects
 RUBBER_SPEC, RUBBER_SHINE = 0.07, 10.0
 METAL_SPEC, METAL_SHINE = 1.1, 90.0
-METAL_GLOSS = 0.25
-METAL_REFLECT, METAL_DIFFUSE = 0.95, 0.18
+METAL_GLOSS = 0.4
+METAL_REFLECT, METAL_DIFFUSE = 0.7, 0.1
+METAL_SHEEN = 0.12      # untinted share of the mirror reflection
 AA_OFFSETS = np.array([(0.5625, 0.3125), (0.4375, 0.6875), (0.8125, 0.5625), (0.3125, 0.1875),
                        (0.1875, 0.8125), (0.0625, 0.4375), (0.6875, 0.9375), (0.9375, 0.0625)],
                       dtype=F32)  # 8-rooks sub-pixel pattern (column, row offsets)
@@ -60,7 +63,7 @@ class Light:
 
 #: CLEVR's three lamps (name, position, intensity, penumbra), before per-image jitter.
 BASE_LIGHTS = (
-    ("key", (6.45, -2.91, 4.26), 0.62, 0.07),   # right of, in front of and above the camera's view
+    ("key", (6.45, -2.91, 4.26), 0.52, 0.07),   # right of, in front of and above the camera's view
     ("fill", (-4.67, -4.01, 3.01), 0.24, 0.10),  # from the left
     ("back", (-1.17, 2.64, 5.82), 0.30, 0.09),   # from behind
 )
@@ -149,23 +152,26 @@ def intersect(s: Solid, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
 
 
 def normal(s: Solid, points: np.ndarray) -> np.ndarray:
-    """Outward unit normals (3, N) at surface points (3, N) of ``s``."""
+    """Outward unit normals (3, N) at surface points (3, N) of ``s``.
+
+    Cubes and cylinders are shaded as if their edges were rounded over a width BEVEL * half
+    (CLEVR's meshes are bevelled; the bevels catch light, which shows metal for what it is).
+    """
     q = points - s.center
     if s.shape == "sphere":
         return q / F32(s.radius)
+    inner = F32(s.half * (1 - BEVEL))
     if s.shape == "cylinder":
         rho = np.sqrt(q[0] * q[0] + q[1] * q[1]) + F32(1e-9)
-        cap = (F32(s.half) - q[2]) < (F32(s.radius) - rho)
-        return np.stack([np.where(cap, 0, q[0] / rho), np.where(cap, 0, q[1] / rho),
-                         cap.astype(F32)])
-    local = np.abs(_to_local(s, q))
-    axis = local.argmax(0)
-    n_local = np.zeros_like(q)
-    n_local[axis, np.arange(q.shape[1])] = 1.0
-    n_local *= np.sign(_to_local(s, q))
-    c, si = s.cos, s.sin  # rotate back by +rotation
-    return np.stack([c * n_local[0] - si * n_local[1], si * n_local[0] + c * n_local[1],
-                     n_local[2]])
+        radial = np.maximum(rho - F32(s.radius - s.half * BEVEL), 0) / rho
+        n = np.stack([q[0] * radial, q[1] * radial, np.maximum(q[2] - inner, 0)])
+    else:
+        local = _to_local(s, q)
+        n_local = np.sign(local) * np.maximum(np.abs(local) - inner, 0)
+        c, si = s.cos, s.sin  # rotate back by +rotation
+        n = np.stack([c * n_local[0] - si * n_local[1], si * n_local[0] + c * n_local[1],
+                      n_local[2]])
+    return n / np.maximum(np.sqrt((n * n).sum(0)), F32(1e-12))
 
 
 def sdf(s: Solid, points: np.ndarray) -> np.ndarray:
@@ -381,13 +387,21 @@ def _floor_occlusion(solids, camera, points, ids, pixels) -> np.ndarray:
     return ao
 
 
+def _strength(light: Light, dist: np.ndarray) -> np.ndarray:
+    """Intensity (N,) of ``light`` at distances ``dist``: a gentle falloff, normalised to
+    the nominal intensity at the scene's centre."""
+    d0 = F32(FALLOFF_DIST ** 2)
+    at_centre = F32(np.dot(light.position, light.position))
+    return F32(light.intensity) * (d0 + at_centre) / (d0 + dist * dist)
+
+
 def _direct(lights, points, normals) -> np.ndarray:
     """Unshadowed ambient + Lambert (N,), for the points that reflections hit."""
     light = AMBIENT * (AMB_BASE + (1 - AMB_BASE) * normals[2])
     for lt in lights:
         l = np.asarray(lt.position, F32)[:, None] - points
-        l /= np.sqrt((l * l).sum(0))
-        light = light + F32(lt.intensity) * np.maximum((normals * l).sum(0), 0)
+        dist = np.sqrt((l * l).sum(0))
+        light = light + _strength(lt, dist) * np.maximum((normals * l).sum(0), 0) / dist
     return light
 
 
@@ -422,7 +436,7 @@ def _reflection(solids, lights, owner, points, normals, dirs) -> np.ndarray:
         to_key = np.asarray(key.position, F32)[:, None] - fp
         dist = np.sqrt((to_key * to_key).sum(0))
         to_key /= dist
-        lit = F32(key.intensity) * to_key[2]
+        lit = _strength(key, dist) * to_key[2]
         vis = np.ones(floor.size, F32)
         for s in solids:
             colour[:, floor] *= _occlusion(s, fp)
@@ -466,12 +480,13 @@ def shade(primary: PrimaryHits, camera: Camera, lights: list[Light]) -> np.ndarr
         sboxes = [shadow_box(camera, lt, s) for s in solids]
         vis = _shadow(lt, solids, sboxes, points, to_light, dist, ids, pixels)
         ndl = (normals * to_light).sum(0)
-        diffuse += F32(lt.intensity) * np.maximum(ndl, 0) * vis
+        strength = _strength(lt, dist)
+        diffuse += strength * np.maximum(ndl, 0) * vis
         # Blinn-Phong highlight on objects only; the floor is matte
         h = to_light[:, on_obj] + view
         h /= np.sqrt((h * h).sum(0))
         ndh = np.maximum((normals[:, on_obj] * h).sum(0), 0)
-        lit = F32(lt.intensity) * vis[on_obj] * (ndl[on_obj] > 0)
+        lit = strength[on_obj] * vis[on_obj] * (ndl[on_obj] > 0)
         specular += lit * np.where(metal, METAL_SPEC * ndh ** METAL_SHINE + METAL_GLOSS * ndh ** 8,
                                    RUBBER_SPEC * ndh ** RUBBER_SHINE)
 
@@ -487,7 +502,7 @@ def shade(primary: PrimaryHits, camera: Camera, lights: list[Light]) -> np.ndarr
         tint = albedo[:, idx]
         fresnel = tint + (1 - tint) * (1 - np.clip(-(d * n).sum(0), 0, 1)) ** 5
         colour[:, idx] = (METAL_DIFFUSE * albedo[:, idx] * (ambient[idx] + diffuse[idx])
-                          + METAL_REFLECT * fresnel * mirror
+                          + METAL_REFLECT * (METAL_SHEEN + (1 - METAL_SHEEN) * fresnel) * mirror
                           + highlight[idx] * (0.5 + 0.5 * tint))
 
     floor = ids < 0
