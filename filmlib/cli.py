@@ -67,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        summary = _run(args)
+    except (ValueError, FileNotFoundError) as e:   # bad input: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _run(args) -> dict:
     if args.command == "generate":
         from .synth.generate import SplitSpec, generate_split
         spec = SplitSpec(split=args.split, num_images=args.images,
@@ -91,8 +101,7 @@ def main(argv=None) -> int:
             out_info["synthetic"] = True
         clevr.save_questions(args.out, records, out_info)
         summary = {"questions": len(records), "out": str(args.out), "rejected": rejected}
-    print(json.dumps(summary, indent=1))
-    return 0
+    return summary
 
 
 if __name__ == "__main__":
