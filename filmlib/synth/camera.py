@@ -12,6 +12,7 @@ the top, in pixels; pixel ``(row i, column j)`` covers ``[j, j+1) x [i, i+1)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -34,9 +35,13 @@ class Camera:
 
     def basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unit vectors (right, up, forward) of the camera in world coordinates, float64 (3,)."""
+        return self._basis
+
+    @cached_property
+    def _basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         forward = np.subtract(self.look_at, self.position).astype(np.float64)
         forward /= np.linalg.norm(forward)
-        right = np.cross(forward, (0.0, 0.0, 1.0))  # no roll: "right" stays horizontal
+        right = np.array([forward[1], -forward[0], 0.0])  # forward x z: no roll keeps it level
         right /= np.linalg.norm(right)
         up = np.cross(right, forward)
         return right, up, forward
@@ -58,13 +63,15 @@ class Camera:
         out = np.stack([col, row, depth], axis=1)
         return out[0] if single else out
 
-    def rays(self, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Unit ray directions (3, N) float32 through screen points ``(cols, rows)`` (N,)."""
-        right, up, forward = (v.astype(np.float32)[:, None] for v in self.basis())
+    def rays(self, cols, rows) -> np.ndarray:
+        """Unit ray directions (3, *shape) float32 through screen points ``(cols, rows)``."""
+        cols, rows = np.asarray(cols, np.float32), np.asarray(rows, np.float32)
+        shape = (3,) + (1,) * cols.ndim
+        right, up, forward = (v.astype(np.float32).reshape(shape) for v in self.basis())
         f = np.float32(self.focal)
-        u = (np.asarray(cols, np.float32) - np.float32(self.width / 2)) / f
-        v = (np.float32(self.height / 2) - np.asarray(rows, np.float32)) / f
-        d = forward + right * u + up * v  # (3, N)
+        u = (cols - np.float32(self.width / 2)) / f
+        v = (np.float32(self.height / 2) - rows) / f
+        d = forward + right * u + up * v
         d /= np.sqrt((d * d).sum(0))
         return d
 

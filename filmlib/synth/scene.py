@@ -34,47 +34,50 @@ def compute_relationships(objects: list[dict], directions: dict,
     return out
 
 
-def placement_ok(x: float, y: float, radius: float, placed: list[tuple[float, float, float]],
-                 directions: dict) -> bool:
-    """CLEVR's rule: a gap of MIN_GAP between footprints, and an offset of at least
-    MIN_AXIS_MARGIN (or exactly zero) along each cardinal direction."""
-    for px, py, pr in placed:
-        dx, dy = x - px, y - py
-        if np.hypot(dx, dy) - radius - pr < MIN_GAP:
-            return False
-        for name in RELATIONS:
-            d = directions[name]
-            margin = dx * d[0] + dy * d[1]
-            if 0 < margin < MIN_AXIS_MARGIN:
-                return False
-    return True
+def placement_ok(xy: np.ndarray, radius: float, placed: np.ndarray,
+                 directions: dict) -> np.ndarray:
+    """CLEVR's rule for candidate centres ``xy`` (T, 2) of an object of footprint ``radius``
+    among ``placed`` objects (M, 3: x, y, radius): a gap of MIN_GAP between footprints, and an
+    offset of at least MIN_AXIS_MARGIN (or exactly zero) along each cardinal direction.
+    Returns (T,) bool."""
+    if len(placed) == 0:
+        return np.ones(len(xy), bool)
+    diff = xy[:, None, :] - placed[None, :, :2]                    # (T, M, 2)
+    gap = np.sqrt((diff ** 2).sum(2)) - radius - placed[None, :, 2]
+    ok = (gap >= MIN_GAP).all(1)
+    axes = np.array([directions[name][:2] for name in RELATIONS])  # (4, 2)
+    margins = diff @ axes.T                                        # (T, M, 4)
+    ok &= ~((margins > 0) & (margins < MIN_AXIS_MARGIN)).any((1, 2))
+    return ok
 
 
 def sample_layout(rng: np.random.Generator, n_objects: int, directions: dict,
                   cogent: str | None = None) -> list[dict]:
-    """Objects (without pixel_coords) satisfying the placement rules; restarts as CLEVR does."""
+    """Objects (without pixel_coords) satisfying the placement rules. Each object gets
+    MAX_TRIES candidate positions; if none fits, the whole layout restarts (as in CLEVR)."""
     for _ in range(MAX_LAYOUTS):
-        objects, placed = [], []
+        objects, placed = [], np.zeros((0, 3))
         for _ in range(n_objects):
-            size = SIZES[rng.integers(len(SIZES))]
+            # one draw per object: size, shape, colour, material, rotation, candidate centres
+            u = rng.random(5 + 2 * MAX_TRIES)
+            size = SIZES[int(u[0] * len(SIZES))]
             radius = SIZE_RADIUS[size]
-            for _ in range(MAX_TRIES):
-                x, y = rng.uniform(-3.0, 3.0, size=2)
-                if placement_ok(x, y, radius, placed, directions):
-                    break
-            else:
+            candidates = u[5:].reshape(MAX_TRIES, 2) * 6.0 - 3.0
+            fits = np.flatnonzero(placement_ok(candidates, radius, placed, directions))
+            if fits.size == 0:
                 break  # this object does not fit: start the layout again
-            shape = SHAPES[rng.integers(len(SHAPES))]
+            x, y = candidates[fits[0]]
+            shape = SHAPES[int(u[1] * len(SHAPES))]
             colors = allowed_colors(shape, cogent)
             objects.append({
                 "shape": shape,
-                "color": colors[rng.integers(len(colors))],
-                "material": MATERIALS[rng.integers(len(MATERIALS))],
+                "color": colors[int(u[2] * len(colors))],
+                "material": MATERIALS[int(u[3] * len(MATERIALS))],
                 "size": size,
                 "3d_coords": [float(x), float(y), float(half_extent(shape, size))],
-                "rotation": float(rng.uniform(0.0, 360.0)),
+                "rotation": float(u[4] * 360.0),
             })
-            placed.append((x, y, radius))
+            placed = np.vstack([placed, (x, y, radius)])
         if len(objects) == n_objects:
             return objects
     raise RuntimeError(f"could not place {n_objects} objects")
