@@ -51,6 +51,9 @@ def test_layout_and_contents(made):
     info = clevr.read_info(clevr.questions_path(root, "val"))
     assert info["split"] == "val" and info["synthclevr"]["seed"] == 5
     assert set(info["question_engine"]["rejected"]) >= {"degenerate", "unbalanced"}
+    used = info["question_engine"]["phrasings"]           # family -> phrasing -> questions
+    assert sum(n for p in used.values() for n in p.values()) == 48
+    assert {int(f) for f in used} == {q["question_family_index"] for q in questions}
 
 
 def test_paraphrase_split_is_labelled_and_has_no_programs(made):

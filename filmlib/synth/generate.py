@@ -113,9 +113,10 @@ def _question_record(scene: dict, q, with_program: bool = True) -> dict:
 def questions_for_chunk(spec: SplitSpec, chunk: int, scenes: list[dict]) -> dict:
     """Questions (and paraphrase questions) for one chunk of scenes, with rejection counts."""
     engine = QuestionEngine(random.Random(f"questions:{spec.seed}:{spec.name}:{chunk}"))
-    questions = [_question_record(s, q) for s in scenes
-                 for q in engine.questions_for_scene(s, spec.questions_per_image)]
-    out = {"questions": questions, "rejected": dict(engine.rejected)}
+    made = [(s, q) for s in scenes for q in engine.questions_for_scene(s, spec.questions_per_image)]
+    phrasings = Counter(f"{q.family.index}:{q.phrasing}" for _, q in made)
+    out = {"questions": [_question_record(s, q) for s, q in made],
+           "rejected": dict(engine.rejected), "phrasings": dict(phrasings)}
     if spec.humans_per_image:
         para = QuestionEngine(random.Random(f"paraphrase:{spec.seed}:{spec.name}:{chunk}"),
                               lexicon=PARAPHRASE_LEXICON)
@@ -167,12 +168,18 @@ def _progress(total, desc, enabled, unit):
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled)
 
 
-def _infos(spec: SplitSpec, rejected: Counter, n_questions: int) -> tuple[dict, dict, dict]:
+def _infos(spec: SplitSpec, rejected: Counter, phrasings: Counter,
+           n_questions: int) -> tuple[dict, dict, dict]:
     base = {"split": spec.name, "version": VERSION, "license": LICENSE, "generator": GENERATOR,
             "synthclevr": {k: v for k, v in asdict(spec).items() if k != "split"}}
+    per_family: dict[str, dict[str, int]] = {}
+    for key, n in sorted(phrasings.items(), key=lambda kv: tuple(map(int, kv[0].split(":")))):
+        family, phrasing = key.split(":")
+        per_family.setdefault(family, {})[phrasing] = n
     qinfo = dict(base, question_engine={
         "lexicon": CLEVR_LEXICON.name, "families": 90, "questions": n_questions,
-        "rejected": {k: rejected.get(k, 0) for k in REJECTION_REASONS}})
+        "rejected": {k: rejected.get(k, 0) for k in REJECTION_REASONS},
+        "phrasings": per_family})
     hinfo = dict(base, synthetic=True, description=(
         "SynthCLEVR paraphrase split: a machine-generated stand-in for CLEVR-Humans, NOT "
         "human-written. Questions use wording and vocabulary the CLEVR-style templates never "
@@ -185,23 +192,25 @@ def humans_path(root, split: str) -> Path:
     return Path(root) / "questions" / f"CLEVR-Humans-{split}.json"
 
 
-def _assemble(spec: SplitSpec, results) -> tuple[list, list, list, Counter]:
-    scenes, questions, humans, rejected = [], [], [], Counter()
+def _assemble(spec: SplitSpec, results) -> tuple[list, list, list, Counter, Counter]:
+    scenes, questions, humans, rejected, phrasings = [], [], [], Counter(), Counter()
     for chunk_scenes, qs in results:
         scenes += chunk_scenes
         questions += qs["questions"]
         humans += qs.get("humans", [])
         rejected.update(qs["rejected"])
+        phrasings.update(qs["phrasings"])
     for i, q in enumerate(questions):
         q["question_index"] = i
     for i, q in enumerate(humans):
         q["question_index"] = i
-    return scenes, questions, humans, rejected
+    return scenes, questions, humans, rejected, phrasings
 
 
-def _publish(root: Path, spec: SplitSpec, staging: Path, scenes, questions, humans, rejected):
+def _publish(root: Path, spec: SplitSpec, staging: Path, scenes, questions, humans, rejected,
+             phrasings):
     """Write the JSON files into staging, then move everything into the layout, questions last."""
-    sinfo, qinfo, hinfo = _infos(spec, rejected, len(questions))
+    sinfo, qinfo, hinfo = _infos(spec, rejected, phrasings, len(questions))
     clevr.save_scenes(staging / "scenes.json", scenes, sinfo)
     clevr.save_questions(staging / "questions.json", questions, qinfo)
     if spec.humans_per_image:
@@ -250,8 +259,8 @@ def generate_split(root, spec: SplitSpec, *, workers: int = 1, progress: bool = 
         os.replace(staging, done)
         return {"split": spec.name, "shard": f"{shard[0]}/{shard[1]}", "chunks": chunks,
                 "images": sum(len(r[0]) for r in results)}
-    scenes, questions, humans, rejected = _assemble(spec, results)
-    _publish(root, spec, staging, scenes, questions, humans, rejected)
+    scenes, questions, humans, rejected, phrasings = _assemble(spec, results)
+    _publish(root, spec, staging, scenes, questions, humans, rejected, phrasings)
     return {"split": spec.name, "images": len(scenes), "questions": len(questions),
             "humans": len(humans), "rejected": dict(rejected)}
 
@@ -282,8 +291,8 @@ def merge_shards(root, split_name: str, n: int) -> dict:
         for f in (d / "images").iterdir():
             os.replace(f, staging / "images" / f.name)
         results += [tuple(r) for r in p["results"]]
-    scenes, questions, humans, rejected = _assemble(spec, results)
-    _publish(root, spec, staging, scenes, questions, humans, rejected)
+    scenes, questions, humans, rejected, phrasings = _assemble(spec, results)
+    _publish(root, spec, staging, scenes, questions, humans, rejected, phrasings)
     shutil.rmtree(root / ".shards" / split_name)
     return {"split": spec.name, "images": len(scenes), "questions": len(questions)}
 
