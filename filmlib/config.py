@@ -23,7 +23,7 @@ def repo_root() -> Path:
 
 
 def default_data_root(scale: str, source: str = "synth") -> Path:
-    """``data/synthclevr`` (cpu, paper), ``data/smoke/synthclevr`` (smoke), ``data/clevr`` (real)."""
+    """``data/synthclevr`` (cpu, paper), ``data/smoke/synthclevr`` (smoke), ``data/CLEVR_v1.0`` (real)."""
     if source == "clevr":
         return repo_root() / "data" / "CLEVR_v1.0"
     if scale == "smoke":

@@ -50,7 +50,8 @@ def test_layout_and_contents(made):
         assert im.size == (64, 48) and im.mode == "RGB"
     info = clevr.read_info(clevr.questions_path(root, "val"))
     assert info["split"] == "val" and info["synthclevr"]["seed"] == 5
-    assert set(info["question_engine"]["rejected"]) >= {"degenerate", "unbalanced"}
+    rejected = info["question_engine"]["rejected"]
+    assert rejected["degenerate_pruned"] > 0 and rejected["constraint"] > 0
     used = info["question_engine"]["phrasings"]           # family -> phrasing -> questions
     assert sum(n for p in used.values() for n in p.values()) == 48
     assert {int(f) for f in used} == {q["question_family_index"] for q in questions}
@@ -84,6 +85,31 @@ def test_shards_merge_to_the_same_bytes(made, tmp_path):
     assert not clevr.questions_path(tmp_path, "val").exists()        # nothing published yet
     merge_shards(tmp_path, "val", 3)
     assert tree_bytes(tmp_path) == tree_bytes(root)
+
+
+def test_interrupted_merge_can_be_retried(made, tmp_path, monkeypatch):
+    root, _ = made
+    for i in range(2):
+        generate_split(tmp_path, SPEC, shard=(i, 2), progress=False)
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gen.clevr, "save_questions", boom)
+    with pytest.raises(KeyboardInterrupt):
+        merge_shards(tmp_path, "val", 2)
+    monkeypatch.undo()
+    merge_shards(tmp_path, "val", 2)
+    assert tree_bytes(tmp_path) == tree_bytes(root)
+
+
+def test_corrupt_shard_record_is_named(tmp_path):
+    for i in range(2):
+        generate_split(tmp_path, SPEC, shard=(i, 2), progress=False)
+    part = tmp_path / ".shards" / "val" / "done-1-of-2" / "part.json"
+    part.write_text('{"spec": {"nonsense": 1}}')
+    with pytest.raises(ValueError, match="done-1-of-2/part.json"):
+        merge_shards(tmp_path, "val", 2)
 
 
 def test_merge_refuses_missing_shard(tmp_path):
@@ -132,7 +158,7 @@ def test_split_is_current_and_dataset_keeps_existing(made):
 
 @pytest.mark.parametrize("bad, message", [
     ({"split": "dev"}, "split must be"), ({"cogent": "C"}, "cogent"), ({"num_images": 0}, "num_images"),
-    ({"min_objects": 5, "max_objects": 3}, "min_objects"),
+    ({"min_objects": 5, "max_objects": 3}, "min_objects"), ({"max_objects": 11}, "max_objects"),
 ])
 def test_bad_specs_are_refused(tmp_path, bad, message):
     with pytest.raises(ValueError, match=message):
@@ -146,9 +172,13 @@ def run_cli(*args):
 
 def test_cli_help_lists_every_option():
     out = run_cli("generate", "--help").stdout
-    for flag in ("--out", "--split", "--images", "--questions-per-image", "--width", "--height",
-                 "--seed", "--workers", "--cogent", "--shard", "--humans-per-image", "--reset-every"):
-        assert flag in out, flag
+    documented = {line.split()[0].rstrip(",") for line in out.splitlines()
+                  if line.startswith("  --")}
+    assert documented >= {"--out", "--split", "--images", "--questions-per-image", "--width",
+                          "--height", "--seed", "--workers", "--cogent", "--shard",
+                          "--humans-per-image", "--reset-every", "--min-objects", "--max-objects"}
+    for line in out.split("\n  --")[1:]:            # every option carries a help text
+        assert len(line.split()) > 2, line
 
 
 def test_cli_generate_and_bad_shard(tmp_path):
@@ -159,6 +189,11 @@ def test_cli_generate_and_bad_shard(tmp_path):
     assert clevr.image_path(tmp_path, "test", 2).exists()
     r = run_cli("generate", "--out", str(tmp_path), "--split", "test", "--images", "3", "--shard", "3/2")
     assert r.returncode == 2 and "--shard 3/2" in r.stderr
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    r = run_cli("generate", "--out", str(a_file), "--split", "test", "--images", "1", "--quiet")
+    assert r.returncode == 1 and r.stderr.startswith("error:") and "a-file" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_cli_questions_on_foreign_scenes(tmp_path):

@@ -6,7 +6,8 @@ import pytest
 
 from filmlib.data.clevr import question_type
 from filmlib.programs import ProgramError, check_program, execute, execute_all
-from filmlib.synth.questions import AnswerBalancer, QuestionEngine, SceneIndex, answer_space
+from filmlib.synth.questions import (REJECTION_REASONS, AnswerBalancer, QuestionEngine, SceneIndex,
+                                    answer_space)
 from filmlib.synth.templates import FAMILIES, GROUPS, expand_program
 from filmlib.synth.text import CLEVR_LEXICON, PARAPHRASE_LEXICON, frame_keys, vocabulary
 
@@ -173,9 +174,32 @@ def test_answer_balancer_rules():
 
 def test_rejections_are_counted(generated):
     engine, _ = generated
-    assert engine.rejected["unbalanced"] > 0 and engine.rejected["degenerate"] > 0
-    assert set(engine.rejected) <= {"unique_failed", "constraint", "degenerate", "unbalanced",
-                                    "too_common", "duplicate", "no_instantiation"}
+    for reason in ("unbalanced", "degenerate", "degenerate_pruned", "constraint"):
+        assert engine.rejected[reason] > 0, reason
+    assert set(engine.rejected) <= set(REJECTION_REASONS)
+
+
+def test_family_is_a_function_of_the_program(generated):
+    """No two families may produce the same program shape (functions and wiring)."""
+    _, pairs = generated
+    shape_to_family = {}
+    for _, q in pairs:
+        shape = tuple((n["function"], tuple(n["inputs"])) for n in q.program)
+        assert shape_to_family.setdefault(shape, q.family.index) == q.family.index, q.text
+
+
+def test_no_comparison_is_decidable_from_the_text(generated):
+    """'Are there more tiny objects than objects?' is answerable without looking."""
+    _, pairs = generated
+    for _, q in pairs:
+        for a, b in q.family.different:
+            va, vb = q.values[a], q.values[b]
+            if isinstance(va, tuple):
+                na = {(k, v) for k, v in enumerate(va) if v}
+                nb = {(k, v) for k, v in enumerate(vb) if v}
+                assert not (na <= nb or nb <= na), q.text
+        for slot in q.family.named:
+            assert any(q.values[slot]), q.text
 
 
 def test_engine_is_deterministic(scenes):
@@ -190,12 +214,14 @@ def test_paraphrase_uses_new_wording(scenes):
     engine = QuestionEngine(random.Random(5), lexicon=PARAPHRASE_LEXICON)
     clevr_words = vocabulary(CLEVR_LEXICON)
     new_words = vocabulary(PARAPHRASE_LEXICON) - clevr_words
+    clevr_attribute_words = {w for sg, pl in CLEVR_LEXICON.words.values() for w in sg + pl}
     assert len(new_words) > 60
     n = 0
     for s in scenes[:100]:
         for q in engine.questions_for_scene(s, 3):
             words = set(q.text.lower().replace("?", " ").replace(".", " ").replace(";", " ").split())
             assert words - clevr_words, q.text           # every question has unseen words
+            assert not words & clevr_attribute_words, q.text   # and names no attribute as CLEVR does
             assert execute(q.program, s) == q.answer
             n += 1
     assert n == 300

@@ -27,8 +27,14 @@ _ANSWER_SPACE = {
     "bool": ("yes", "no"),
     "query_size": SIZES, "query_color": COLORS, "query_material": MATERIALS, "query_shape": SHAPES,
 }
-REJECTION_REASONS = ("unique_failed", "constraint", "degenerate", "unbalanced", "too_common",
-                     "duplicate", "no_instantiation")
+#: Why candidates are refused. Complete candidate questions: ``degenerate`` (a relation is
+#: not needed), ``unbalanced`` and ``too_common`` (answer balancing), ``duplicate`` (the image
+#: already has this question). Partial states pruned during the search: ``degenerate_pruned``
+#: (a description that makes the relation before it unnecessary), ``constraint`` (two slots
+#: that must differ, a slot that must be named, two objects that must be distinct),
+#: ``unique_failed``. ``no_instantiation``: a family tried on an image that yielded nothing.
+REJECTION_REASONS = ("degenerate", "unbalanced", "too_common", "duplicate", "degenerate_pruned",
+                     "constraint", "unique_failed", "no_instantiation")
 
 
 def answer_space(family: Family) -> tuple[str, ...]:
@@ -138,8 +144,8 @@ class AnswerBalancer:
 
     def verdict(self, family: Family, answer: str) -> str | None:
         c = self._family(family)
-        ordered = sorted(c.values(), reverse=True)
-        if c[answer] > self.ratio * ordered[1]:
+        ordered = sorted(c.values())
+        if c[answer] > self.ratio * ordered[-2]:
             return "unbalanced"
         median = ordered[len(ordered) // 2]
         if c[answer] > self.cap * max(median, 5):
@@ -171,7 +177,6 @@ class QuestionEngine:
     usage: Counter = field(default_factory=Counter)
     rejected: Counter = field(default_factory=Counter)
     check: bool = True
-    degenerate_by_family: Counter = field(default_factory=Counter)
 
     def reset_counts(self):
         self.balancer.reset()
@@ -189,7 +194,7 @@ class QuestionEngine:
             for desc in self._desc_options(idx, inp, members, banned, node_i):
                 here, everywhere = idx.filter(inp, desc), idx.filter(idx.all, desc)
                 if here == everywhere and not (here and self._resolves_to[node_i] == "exist"):
-                    self.rejected["degenerate"] += 1
+                    self.rejected["degenerate_pruned"] += 1
                     continue
                 yield desc
             return
@@ -230,7 +235,17 @@ class QuestionEngine:
             if a < len(outs) and b < len(outs) and outs[a] == outs[b]:
                 return False
         for a, b in family.different:
-            if a in values and b in values and values[a] == values[b]:
+            if a in values and b in values:
+                va, vb = values[a], values[b]
+                if isinstance(va, tuple):
+                    na = {(k, v) for k, v in enumerate(va) if v is not None}
+                    nb = {(k, v) for k, v in enumerate(vb) if v is not None}
+                    if na <= nb or nb <= na:
+                        return False
+                elif va == vb:
+                    return False
+        for slot in family.named:
+            if slot in values and all(v is None for v in values[slot]):
                 return False
         return True
 
@@ -306,7 +321,6 @@ class QuestionEngine:
             if nodes[resolve].fn == "exist" and reference[resolve]:
                 continue
             if outs[resolve] == reference[resolve]:
-                self.degenerate_by_family[family.index] += 1
                 return True
         return False
 

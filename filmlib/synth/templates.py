@@ -42,8 +42,12 @@ class Family:
     null: dict = field(default_factory=dict)
     #: pairs of ``unique`` node indices that must pick different objects
     distinct: tuple = ()
-    #: pairs of slots (description or relation) whose values must differ
+    #: pairs of slots whose values must differ; for two descriptions, neither may name a
+    #: subset of what the other names ("cubes" vs "red cubes" could be answered from the text)
     different: tuple = ()
+    #: description slots that must name at least one attribute (else the program would be
+    #: another family's)
+    named: tuple = ()
 
     @property
     def final(self) -> str:
@@ -128,20 +132,22 @@ def _families() -> list[Family]:
         add("single_or", name, b, **kw)
 
     or_family("or_filters", lambda b: b.add("union", b.filt(), b.filt()), different=(("A", "B"),))
-    or_family("or_related_first", lambda b: b.add("union", b.filt(b.relate(b.obj())), b.filt()))
-    or_family("or_related_second", lambda b: b.add("union", b.filt(), b.filt(b.relate(b.obj()))))
+    or_family("or_related_first", lambda b: b.add("union", b.filt(b.relate(b.obj())), b.filt()),
+              named=("B",))
+    or_family("or_related_second", lambda b: b.add("union", b.filt(), b.filt(b.relate(b.obj()))),
+              named=("C",))
 
     def same_anchor(b):
         x = b.obj()
         return b.add("union", b.filt(b.relate(x)), b.filt(b.relate(x)))
-    or_family("or_same_anchor", same_anchor, different=(("R1", "R2"),))
+    or_family("or_same_anchor", same_anchor, different=(("R1", "R2"),), named=("B", "C"))
 
     def two_anchors(b):
         x = b.obj()
         left = b.filt(b.relate(x))
         y = b.obj()
         return b.add("union", left, b.filt(b.relate(y)))
-    or_family("or_two_anchors", two_anchors)
+    or_family("or_two_anchors", two_anchors, named=("B", "D"))
 
     def filtered_two_anchors(b):
         x, y = b.obj(), b.obj()
@@ -164,7 +170,8 @@ def _families() -> list[Family]:
             b = _Builder()
             x = b.obj()
             b.add(fn, b.filt(b.add(f"same_{attr}", x)))
-            add("same_relate", f"same_{attr}_{fn}", b, null={"A": (attr,), "B": (attr,)})
+            add("same_relate", f"same_{attr}_{fn}", b, null={"A": (attr,), "B": (attr,)},
+                named=("B",))
         for q in ATTRIBUTE_NAMES:
             if q == attr:
                 continue
@@ -185,7 +192,9 @@ def _families() -> list[Family]:
             c1 = count_side(b, rel[0])
             c2 = count_side(b, rel[1])
             b.add(fn, c1, c2)
-            kw = {"different": (("A", "B"),)} if name == "plain" else {}
+            # a plain side must not be a superset of the other side's description
+            kw = {"plain": {"different": (("A", "B"),)},
+                  "one_related": {"different": (("B", "C"),)}}.get(name, {})
             add("compare_integer", f"{fn}_{name}", b, **kw)
 
     # comparison: one attribute of two different unique objects.

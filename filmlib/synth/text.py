@@ -105,26 +105,26 @@ PARAPHRASE_LEXICON = Lexicon(
         "yellow": _w("lemon", "golden", "banana-coloured"),
         "cube": _w("box", "die", "brick", pl=("boxes", "dice", "bricks")),
         "sphere": _w("orb", "globe", "marble"), "cylinder": _w("can", "tube", "drum"),
-        "thing": _w("item", "shape", "piece"),
+        "thing": _w("item", "piece", "toy"),
     },
     relations={"left": ("to the left-hand side of", "leftward of"),
                "right": ("to the right-hand side of", "rightward of"),
-               "front": ("closer to the camera than", "nearer to the viewer than"),
-               "behind": ("farther from the camera than", "further back than")},
+               "front": ("further forward than", "nearer the front than"),
+               "behind": ("further back than", "deeper in the scene than")},
     same={"size": ("matches", "match", "the size of"), "color": ("shares", "share", "the colour of"),
           "material": ("shares", "share", "the substance of"),
           "shape": ("shares", "share", "the form of")},
     frames={
         "count": ("Count the {H}.", "Tell me how many {H} you can see.", "What's the total of {H}?"),
         "count_pred": ("Count the {Np}.", "Tell me how many {Np} you can see.", "What's the total of {Np}?"),
-        "count_union": ("Count everything that is {U1} or else {U2}.",
-                        "Tell me the total of items that are {U1} or else {U2}.",
-                        "Add up the items that are {U1} and the ones that are {U2}."),
+        "count_union": ("How many distinct items are among the {U1} and the {U2}?",
+                        "Taking the {U1} together with the {U2}, how many different items is that?",
+                        "Tell me how many items are {U1} or {U2}, counting each item only once."),
         "exist": ("Can you see any {Np}?", "Does the picture contain a {N}?", "Is a {N} present?"),
         "exist_pred": ("Can you see any {Np}?", "Does the picture contain a {N}?", "Is a {N} present?"),
         "query_color": ("Which hue does the {N} have?", "Name the colour of the {N}.",
                         "Tell me the colour of the {N}."),
-        "query_size": ("Is the {N} big or small?", "How large would you say the {N} is?",
+        "query_size": ("Would you call the {N} huge or little?", "Describe the dimensions of the {N}.",
                        "Tell me the size of the {N}."),
         "query_material": ("What substance is the {N} made from?", "Name the material of the {N}.",
                            "Tell me what the {N} is made out of."),
@@ -132,8 +132,8 @@ PARAPHRASE_LEXICON = Lexicon(
                         "Tell me the geometric form of the {N}."),
         "equal_color": ("Do the {T1} and the {T2} share a colour?", "Are the {T1} and the {T2} coloured alike?",
                         "Would you say the {T1} matches the {T2} in colour?"),
-        "equal_size": ("Are the {T1} and the {T2} equally big?", "Do the {T1} and the {T2} match in size?",
-                       "Would you say the {T1} is as big as the {T2}?"),
+        "equal_size": ("Are the {T1} and the {T2} of equal bulk?", "Do the {T1} and the {T2} match in size?",
+                       "Would you say the {T1} is as bulky as the {T2}?"),
         "equal_material": ("Are the {T1} and the {T2} made from the same stuff?",
                            "Do the {T1} and the {T2} share a substance?",
                            "Would you say the {T1} matches the {T2} in substance?"),
@@ -240,10 +240,8 @@ class _Renderer:
         return final, {"S1": self.np(nodes[a].inputs[0], True), "S2": self.np(nodes[b].inputs[0], True)}
 
     def branch(self, i: int) -> str:
-        """One side of a union: a plural noun phrase, or a bare relation ('left of the cube')."""
-        if self.f.nodes[i].fn == "filter":
-            return self.np(i, True)
-        return self.pred(i, True)[1]
+        """One side of a union, as a plural noun phrase ('red cubes', 'things left of the cube')."""
+        return self.np(i, True)
 
 
 def frame_keys(family: Family) -> str:
