@@ -213,3 +213,18 @@ def test_cli_questions_on_foreign_scenes(tmp_path):
     bad.write_text('{"scenes": [{"split": "val"}]}')
     r = run_cli("questions", "--scenes", str(bad), "--out", str(out))
     assert r.returncode != 0 and "bad.json" in r.stderr and "scenes[0]" in r.stderr
+
+
+def test_same_bytes_across_interpreters_and_hash_seeds(tmp_path):
+    """Nothing may depend on str hashing (set/dict order of strings) or process state."""
+    import os
+    trees = []
+    for hash_seed in ("1", "987"):
+        out = tmp_path / hash_seed
+        r = subprocess.run([sys.executable, "-m", "filmlib", "generate", "--out", str(out), "--split", "val",
+                            "--images", "6", "--width", "48", "--height", "32", "--questions-per-image", "3",
+                            "--humans-per-image", "1", "--seed", "4", "--quiet"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert r.returncode == 0, r.stderr
+        trees.append(tree_bytes(out))
+    assert trees[0] == trees[1] and len(trees[0]) == 9
