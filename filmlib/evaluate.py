@@ -1,0 +1,123 @@
+"""Scoring a model: accuracy overall, by the paper's 5 question types, by the 13 final
+functions and by the 90 families; the off-by-one share of counting errors; a predictions
+file; and a Markdown Table 1 with the paper's numbers beside ours, labelled.
+
+Everything here returns data (dicts of numbers); notebooks and the CLI decide how to show it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .data.clevr import FINAL_FUNCTIONS, QUESTION_TYPES, TYPE_NAMES
+
+#: The paper's Table 1 (CLEVR test accuracy, %), for printing beside our numbers.
+PAPER_TABLE1 = {
+    "Human": (92.6, 86.7, 96.6, 86.5, 95.0, 96.0),
+    "Q-type baseline": (41.8, 34.6, 50.2, 51.0, 36.0, 51.3),
+    "LSTM": (46.8, 41.7, 61.1, 69.8, 36.8, 51.8),
+    "CNN+LSTM": (52.3, 43.7, 65.2, 67.1, 49.3, 53.0),
+    "CNN+LSTM+SA": (76.6, 64.4, 82.7, 77.4, 82.6, 75.4),
+    "CNN+GRU+FiLM": (97.7, 94.3, 99.1, 96.8, 99.1, 99.1),
+    "CNN+GRU+FiLM (raw pixels)": (97.6, 94.3, 99.3, 93.4, 99.3, 99.3),
+}
+TABLE1_COLUMNS = ("overall",) + QUESTION_TYPES
+
+#: Metadata a batch may carry, and the name each gets in the predictions.
+META_KEYS = {"families": "family", "types": "type", "final_functions": "final_function",
+             "image_indices": "image_index", "question_indices": "question_index"}
+
+
+@torch.no_grad()
+def predict(model, loader, *, batch_fn: Callable, device="cpu", meta_keys=META_KEYS) -> dict:
+    """Run ``model`` over ``loader``: arrays ``prediction``, ``answer`` and any metadata."""
+    model.eval()
+    out = defaultdict(list)
+    for batch in loader:
+        visual, questions, answers = batch_fn(batch)
+        logits = model(visual.to(device), questions.to(device))
+        out["prediction"].append(logits.argmax(1).cpu().numpy())
+        out["answer"].append(np.asarray(answers))
+        for key, name in meta_keys.items():
+            if key in batch:
+                out[name].append(np.asarray(batch[key]))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _acc(mask, correct) -> float | None:
+    n = int(mask.sum())
+    return float(correct[mask].mean()) if n else None
+
+
+def accuracy_report(pred: dict, answer_tokens: list[str] | None = None) -> dict:
+    """Accuracies from :func:`predict`'s arrays. Questions without an answer (``answer < 0``,
+    e.g. CLEVR's test split) are left out. ``type`` and ``final_function`` are indices into
+    :data:`QUESTION_TYPES` and :data:`FINAL_FUNCTIONS`."""
+    keep = pred["answer"] >= 0
+    p = {k: np.asarray(v)[keep] for k, v in pred.items()}
+    correct = p["prediction"] == p["answer"]
+    report = {"questions": int(keep.sum()), "overall": float(correct.mean()) if keep.any() else None}
+    if "type" in p:
+        report["by_type"] = {t: _acc(p["type"] == i, correct) for i, t in enumerate(QUESTION_TYPES)}
+    if "final_function" in p:
+        report["by_final_function"] = {f: _acc(p["final_function"] == i, correct)
+                                       for i, f in enumerate(FINAL_FUNCTIONS)}
+    if "family" in p:
+        fams = sorted(int(f) for f in np.unique(p["family"]) if f >= 0)
+        report["by_family"] = {f: _acc(p["family"] == f, correct) for f in fams}
+    if answer_tokens is not None and "type" in p:
+        report["count_off_by_one"] = count_off_by_one(p, answer_tokens)
+    return report
+
+
+def count_off_by_one(pred: dict, answer_tokens: list[str]) -> float | None:
+    """Among wrong answers to Count questions, the share that missed by exactly one."""
+    is_count = pred["type"] == QUESTION_TYPES.index("count")
+    wrong = is_count & (pred["prediction"] != pred["answer"])
+    if not wrong.any():
+        return None
+    off = 0
+    for y, t in zip(pred["prediction"][wrong], pred["answer"][wrong]):
+        a, b = answer_tokens[y], answer_tokens[t]
+        off += a.isdigit() and b.isdigit() and abs(int(a) - int(b)) == 1
+    return off / int(wrong.sum())
+
+
+def write_predictions(path, pred: dict, answer_tokens: list[str]) -> Path:
+    """One JSON line per question: predicted and true answers as words, plus metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    names = [k for k in pred if k not in ("prediction", "answer")]
+    with open(tmp, "w") as f:
+        for i in range(len(pred["prediction"])):
+            row = {"prediction": answer_tokens[int(pred["prediction"][i])],
+                   "answer": answer_tokens[int(pred["answer"][i])] if pred["answer"][i] >= 0 else None}
+            row.update({k: int(pred[k][i]) for k in names})
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def table1_markdown(ours: dict[str, dict], paper_rows=("CNN+GRU+FiLM", "CNN+GRU+FiLM (raw pixels)"),
+                    data_label: str = "SynthCLEVR") -> str:
+    """Table 1 layout: our rows (labelled with their data) and the paper's rows (labelled)."""
+    head = ["Model", "Data", "Overall"] + [TYPE_NAMES[t] for t in QUESTION_TYPES]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in ours.items():
+        cells = [_pct(r.get("overall"))] + [_pct(r.get("by_type", {}).get(t)) for t in QUESTION_TYPES]
+        lines.append(f"| {name} (ours) | {data_label} | " + " | ".join(cells) + " |")
+    for name in paper_rows:
+        lines.append(f"| {name} (paper) | CLEVR v1.0 test | "
+                     + " | ".join(f"{v:.1f}" for v in PAPER_TABLE1[name]) + " |")
+    return "\n".join(lines) + "\n"

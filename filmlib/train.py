@@ -1,0 +1,306 @@
+"""One trainer for every model of the project (FiLM and the baselines).
+
+Plain and linear, in the spirit of nanoGPT's ``train.py``: Adam (lr 3e-4, weight decay 1e-5 on
+everything), batch 64, cross-entropy, no schedule, no clipping (the paper's settings); early
+stopping on val accuracy; after every epoch ``last.pt`` (and ``best.pt`` when val improves)
+are written atomically, each a single dict that :meth:`Trainer.fit` reads back to resume
+exactly where a killed run stopped: the epoch's shuffling comes from (seed, epoch), so a
+resumed run replays the interrupted epoch and ends with bit-identical weights on the CPU.
+
+DistributedDataParallel is switched on by the environment ``torchrun`` sets; bf16 autocast
+and ``torch.compile`` are switches for GPUs. Metrics go to ``metrics.jsonl`` and
+``metrics.csv``; a NaN loss stops the run with a clear message and leaves the last good
+checkpoint in place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "results/run"
+    epochs: int = 80
+    batch_size: int = 64              # global batch: split across DDP processes
+    lr: float = 3e-4
+    weight_decay: float = 1e-5
+    patience: int | None = 10         # epochs without a val improvement before stopping
+    time_limit_minutes: float | None = None   # stop after the epoch that crosses it
+    max_steps_per_epoch: int | None = None    # for smoke runs
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    bf16: bool = False                # autocast to bfloat16 (GPU)
+    compile: bool = False             # torch.compile the model (GPU)
+    threads: int | None = None        # torch CPU threads (None: torch's default)
+    progress: bool = True
+    extra: dict = field(default_factory=dict)   # recorded in checkpoints (e.g. the model preset)
+
+
+def _seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation drawn from (seed, epoch), cut into ``world`` interleaved shares.
+
+    With one process it is a plain seeded shuffle; under DDP, rank r takes every
+    ``world``-th index, so the ranks' batches together are exactly the single-process batch.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True):
+        self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self):
+        order = self._order()
+        usable = len(order) - len(order) % self.world
+        return iter(order[self.rank:usable:self.world])
+
+    def __len__(self):
+        return self.n // self.world
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def atomic_save(obj, path: Path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A checkpoint written by :class:`Trainer` (tensors and plain data only)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def default_batch(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(visual input, questions, answers) from a dataset batch."""
+    return batch["visual"], batch["questions"], batch["answers"]
+
+
+class Trainer:
+    """Fits ``model(visual, questions) -> logits`` on a dataset of question batches."""
+
+    def __init__(self, model: nn.Module, train_set: Dataset, val_set: Dataset | None,
+                 cfg: TrainConfig, *, collate_fn: Callable | None = None,
+                 batch_fn: Callable = default_batch, model_config: dict | None = None):
+        self.cfg, self.batch_fn, self.collate_fn = cfg, batch_fn, collate_fn
+        self.rank, self.world, local_rank = distributed_env()
+        self.distributed = self.world > 1
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        if self.distributed:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", local_rank)
+                torch.cuda.set_device(self.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if cfg.batch_size % self.world:
+            raise ValueError(f"batch_size {cfg.batch_size} does not split over {self.world} processes")
+        _seed_everything(cfg.seed)
+        self.model = model.to(self.device)
+        self.model_config = model_config or {}
+        self.train_set, self.val_set = train_set, val_set
+        self.sampler = EpochSampler(len(train_set), cfg.seed, self.rank, self.world)
+        self.out = Path(cfg.out_dir)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.epoch, self.step, self.best_val, self.best_epoch = 0, 0, -1.0, -1
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+        self._net = self.model
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            self._net = torch.compile(self._net)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "epoch": self.epoch, "step": self.step, "best_val": self.best_val,
+                "best_epoch": self.best_epoch, "history": self.history,
+                "train_seconds": self.train_seconds, "train_config": asdict(self.cfg),
+                "model_config": self.model_config, "torch_rng": torch.get_rng_state()}
+
+    def load_state(self, ckpt: dict):
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+        self.best_val, self.best_epoch = ckpt["best_val"], ckpt["best_epoch"]
+        self.history, self.train_seconds = list(ckpt["history"]), ckpt["train_seconds"]
+        torch.set_rng_state(ckpt["torch_rng"])
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _loader(self, dataset, sampler=None, batch_size=None) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size or self.cfg.batch_size // self.world,
+                          sampler=sampler, shuffle=False, num_workers=self.cfg.num_workers,
+                          collate_fn=self.collate_fn, drop_last=sampler is not None,
+                          persistent_workers=False, pin_memory=self.device.type == "cuda")
+
+    def _autocast(self):
+        enabled = self.cfg.bf16 and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def train_epoch(self) -> dict:
+        self._net.train()
+        self.sampler.set_epoch(self.epoch)
+        loader = self._loader(self.train_set, self.sampler)
+        total, correct, loss_sum, seen = len(loader), 0, 0.0, 0
+        if self.cfg.max_steps_per_epoch:
+            total = min(total, self.cfg.max_steps_per_epoch)
+        bar = _bar(total, f"epoch {self.epoch + 1}", self.cfg.progress and self.is_main)
+        for i, batch in enumerate(loader):
+            if i >= total:
+                break
+            visual, questions, answers = (t.to(self.device, non_blocking=True) for t in self.batch_fn(batch))
+            with self._autocast():
+                logits = self._net(visual, questions)
+                loss = F.cross_entropy(logits.float(), answers)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss.item()} at epoch {self.epoch + 1}, step {self.step}; the last "
+                    f"good checkpoint is {self.out / 'last.pt'}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            _debug_kill(self.step)
+            n = answers.numel()
+            seen += n
+            loss_sum += loss.item() * n
+            correct += (logits.argmax(1) == answers).sum().item()
+            bar.update(1)
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        bar.close()
+        return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                "train_samples": seen * self.world}
+
+    @torch.no_grad()
+    def evaluate(self, dataset) -> float:
+        """Accuracy on ``dataset`` (each process scores all of it: no sampler)."""
+        self.model.eval()
+        correct = seen = 0
+        for batch in self._loader(dataset, batch_size=256):
+            visual, questions, answers = (t.to(self.device) for t in self.batch_fn(batch))
+            with self._autocast():
+                pred = self.model(visual, questions).argmax(1)
+            correct += (pred == answers).sum().item()
+            seen += answers.numel()
+        return correct / max(seen, 1)
+
+    def fit(self, resume: bool = True) -> dict:
+        cfg = self.cfg
+        last = self.out / "last.pt"
+        if resume and last.exists():
+            self.load_state(load_checkpoint(last))
+        stale = 0 if self.best_epoch < 0 else self.epoch - self.best_epoch
+        while self.epoch < cfg.epochs:
+            if cfg.patience is not None and stale >= cfg.patience:
+                break
+            if cfg.time_limit_minutes is not None and self.train_seconds >= 60 * cfg.time_limit_minutes:
+                break
+            t0 = time.perf_counter()
+            row = self.train_epoch()
+            seconds = time.perf_counter() - t0
+            self.train_seconds += seconds
+            self.epoch += 1
+            row.update(epoch=self.epoch, step=self.step, epoch_seconds=round(seconds, 3),
+                       train_minutes=round(self.train_seconds / 60, 3),
+                       samples_per_s=round(row["train_samples"] / seconds, 2))
+            if self.val_set is not None:
+                row["val_accuracy"] = self.evaluate(self.val_set)
+                if row["val_accuracy"] > self.best_val:
+                    self.best_val, self.best_epoch, stale = row["val_accuracy"], self.epoch, 0
+                else:
+                    stale += 1
+            self.history.append(row)
+            if self.is_main:
+                if self.best_epoch == self.epoch:
+                    atomic_save(self.state(), self.out / "best.pt")
+                atomic_save(self.state(), last)
+                self._log(row)
+        return {"epochs": self.epoch, "steps": self.step, "best_val_accuracy": self.best_val,
+                "best_epoch": self.best_epoch, "train_minutes": self.train_seconds / 60,
+                "history": self.history}
+
+    def _log(self, row: dict):
+        """Rewrite metrics.jsonl / metrics.csv from the history (which the checkpoint holds
+        too), so a resumed run never repeats or loses a row."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        _write_atomic_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+        keys = list(dict.fromkeys(k for r in self.history for k in r))
+        lines = [",".join(keys)] + [",".join(_csv_cell(r.get(k)) for k in keys) for r in self.history]
+        _write_atomic_text(self.out / "metrics.csv", "\n".join(lines) + "\n")
+
+
+def _csv_cell(v) -> str:
+    return "" if v is None else str(v)
+
+
+def _write_atomic_text(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _bar(total, desc, enabled):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled, leave=False)
+
+
+def _debug_kill(step: int):
+    """Tests kill a run for real (SIGKILL) at a chosen step to check that resume is exact."""
+    at = os.environ.get("FILMLIB_KILL_AT_STEP")
+    if at is not None and step == int(at):
+        os.kill(os.getpid(), 9)

@@ -1,0 +1,103 @@
+"""The trainer: exact resume after a real kill, DDP equivalence, NaN stop, early stopping."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from filmlib.train import EpochSampler, Trainer, TrainConfig, TrainingDiverged, load_checkpoint
+
+from tiny_run import TinyData, TinyModel
+
+HERE = Path(__file__).parent
+ENV = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def run_tiny(out, *extra, env=None, torchrun=False):
+    cmd = [sys.executable, str(HERE / "tiny_run.py"), str(out), *extra]
+    if torchrun:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", "29533", *cmd[1:]]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=300)
+
+
+def weights(out):
+    return torch.load(Path(out) / "final.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    r = run_tiny(out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_killed_run_resumes_to_identical_weights(reference, tmp_path):
+    # 96 samples / batch 8 = 12 steps an epoch: step 17 is in the middle of epoch 2
+    r = run_tiny(tmp_path, env={"FILMLIB_KILL_AT_STEP": "17"})
+    assert r.returncode != 0                                  # really killed (SIGKILL)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 12
+    r = run_tiny(tmp_path)
+    assert r.returncode == 0, r.stderr
+    a, b = weights(reference), weights(tmp_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]            # no repeated or lost rows
+    ref_rows = [json.loads(x) for x in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val_accuracy"] for r in rows] == [r["val_accuracy"] for r in ref_rows]
+
+
+def test_ddp_two_processes_match_one_process(reference, tmp_path):
+    r = run_tiny(tmp_path, torchrun=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = weights(reference), weights(tmp_path)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    assert not (tmp_path / "final.pt.tmp").exists()
+
+
+def test_epoch_sampler_shares_partition_the_permutation():
+    whole = list(EpochSampler(20, seed=1))
+    s0, s1 = EpochSampler(20, seed=1, rank=0, world=2), EpochSampler(20, seed=1, rank=1, world=2)
+    assert sorted(list(s0) + list(s1)) == sorted(whole) == list(range(20))
+    assert [x for pair in zip(s0, s1) for x in pair] == whole
+    s0.set_epoch(1)
+    assert list(s0) != whole[0::2]
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    class Exploding(TinyModel):
+        def forward(self, visual, questions):
+            out = super().forward(visual, questions)
+            return out * float("nan") if self.training and self.head.weight.grad is not None else out
+
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=3, batch_size=8, progress=False)
+    trainer = Trainer(Exploding(), TinyData(), TinyData(16, seed=1), cfg)
+    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 1, step 1"):
+        trainer.fit()
+    assert not (tmp_path / "last.pt").exists()                # nothing half-written
+
+
+def test_early_stopping_and_best_checkpoint(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=50, batch_size=8, lr=0.0, weight_decay=0.0,
+                      patience=2, progress=False)
+    summary = Trainer(TinyModel(), TinyData(), TinyData(16, seed=1), cfg).fit()
+    assert summary["epochs"] == 3 and summary["best_epoch"] == 1     # lr 0: val never improves
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+    csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("train_loss") and len(csv_lines) == 4
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, batch_size=8, progress=False,
+                      extra={"preset": "tiny"})
+    Trainer(TinyModel(), TinyData(), None, cfg, model_config={"width": 8}).fit()
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["model_config"] == {"width": 8} and ckpt["train_config"]["extra"] == {"preset": "tiny"}
