@@ -66,6 +66,51 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--per-image", type=int, default=10, help="questions per scene (default 10)")
     q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     q.add_argument("--paraphrase", action="store_true", help="paraphrase wording, no programs")
+
+    pp = sub.add_parser("preprocess", help="tokenise questions and cache images/features in HDF5",
+                        description="Write vocab.json and <split>_questions.h5 / <split>_images.h5 "
+                        "(and <split>_features.h5) for a CLEVR-layout dataset, in the authors' formats.")
+    pp.add_argument("--root", required=True, type=Path, help="dataset root (images/, questions/, scenes/)")
+    pp.add_argument("--out", required=True, type=Path, help="folder for the HDF5 files")
+    pp.add_argument("--splits", nargs="+", default=["train", "val", "test"], help="splits to preprocess")
+    pp.add_argument("--image-size", type=_positive, default=80, help="square image side for the pixels stem (default 80)")
+    pp.add_argument("--features", action="store_true", help="also extract ResNet-101 conv4 features")
+    pp.add_argument("--weights", type=Path, help="ResNet-101 ImageNet weights file (.pth or .safetensors); "
+                    "without it the extractor is randomly initialised (plumbing only)")
+    pp.add_argument("--workers", type=_positive, default=1, help="image-loading processes (default 1)")
+    pp.add_argument("--force", action="store_true", help="redo outputs even if up to date")
+
+    t = sub.add_parser("train", help="train FiLM on a preprocessed dataset",
+                       description="Train CNN+GRU+FiLM; resumes from --out/last.pt if present. Under "
+                       "torchrun it runs DistributedDataParallel.")
+    t.add_argument("--data", required=True, type=Path, help="preprocessed folder (from `preprocess`)")
+    t.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, metrics)")
+    t.add_argument("--preset", choices=("paper", "cpu", "smoke"), default="cpu", help="model preset (default cpu)")
+    t.add_argument("--stem", choices=("pixels", "features"), help="visual stem (default: the preset's)")
+    t.add_argument("--ablation", help="a Table 2 row name (see filmlib.models.ABLATIONS)")
+    t.add_argument("--num-blocks", type=_positive, help="number of FiLM-ed ResBlocks (Table 3)")
+    t.add_argument("--epochs", type=_positive, default=80, help="most epochs (default 80)")
+    t.add_argument("--batch-size", type=_positive, default=64, help="global batch (default 64)")
+    t.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
+    t.add_argument("--weight-decay", type=float, default=1e-5, help="Adam weight decay (default 1e-5)")
+    t.add_argument("--patience", type=int, default=10, help="epochs without val improvement before stopping")
+    t.add_argument("--time-limit", type=float, help="stop after the epoch that passes this many minutes")
+    t.add_argument("--max-steps-per-epoch", type=_positive, help="cap steps per epoch (smoke runs)")
+    t.add_argument("--val-samples", type=_positive, help="score only the first N val questions each epoch")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    t.add_argument("--threads", type=_positive, help="torch CPU threads")
+    t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="score a training run on a split")
+    e.add_argument("--run", required=True, type=Path, help="run directory")
+    e.add_argument("--data", required=True, type=Path, help="preprocessed folder")
+    e.add_argument("--split", default="val", help="split to score (default val)")
+    e.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     return p
 
 
@@ -93,6 +138,30 @@ def _run(args) -> dict:
     elif args.command == "merge":
         from .synth.generate import merge_shards
         summary = merge_shards(args.out, args.split, args.shards)
+    elif args.command == "preprocess":
+        from .data.preprocess import preprocess_root
+        report = preprocess_root(args.root, args.out, splits=tuple(args.splits),
+                                 image_size=(args.image_size, args.image_size), features=args.features,
+                                 weights=args.weights, workers=args.workers, force=args.force, progress=True)
+        summary = report["report"]
+    elif args.command == "train":
+        from .experiment import train_film
+        changes = {}
+        if args.num_blocks:
+            changes["num_blocks"] = args.num_blocks
+        summary = train_film(
+            args.data, args.out, preset_name=args.preset, stem=args.stem, model_changes=changes,
+            ablation=args.ablation, val_samples=args.val_samples, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+            patience=args.patience if args.patience >= 0 else None, time_limit_minutes=args.time_limit,
+            max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed, num_workers=args.workers,
+            threads=args.threads, device=args.device, bf16=args.bf16, compile=args.compile,
+            progress=not args.quiet)
+        summary.pop("history", None)
+    elif args.command == "evaluate":
+        from .experiment import evaluate_run
+        summary = evaluate_run(args.run, args.data, args.split, which=args.checkpoint, device=args.device)
+        summary.pop("by_family", None)
     elif args.command == "questions":
         from .data import clevr
         from .synth.generate import questions_for_scenes

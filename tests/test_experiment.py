@@ -1,0 +1,54 @@
+"""The command-line pipeline end to end: generate -> preprocess -> train -> evaluate."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from filmlib.experiment import train_film
+from filmlib.synth.generate import SplitSpec, generate_split
+
+
+def cli(*args):
+    r = subprocess.run([sys.executable, "-m", "filmlib", *args], capture_output=True, text=True, timeout=300)
+    return r
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    for split, n in (("train", 30), ("val", 10)):
+        generate_split(root / "raw", SplitSpec(split=split, num_images=n, questions_per_image=5,
+                                               width=60, height=40, seed=2), progress=False)
+    r = cli("preprocess", "--root", str(root / "raw"), "--out", str(root / "h5"), "--image-size", "32",
+            "--splits", "train", "val")
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+def test_train_then_evaluate(prepared):
+    run, data = prepared / "run", prepared / "h5"
+    r = cli("train", "--data", str(data), "--out", str(run), "--preset", "smoke", "--epochs", "2",
+            "--threads", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["epochs"] == 2 and summary["steps"] == 4          # 150 questions // 64 = 2 a epoch
+    r = cli("evaluate", "--run", str(run), "--data", str(data), "--split", "val")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    rows = [json.loads(x) for x in (run / "predictions_val.jsonl").read_text().splitlines()]
+    assert len(rows) == 50
+    assert metrics["val_accuracy"] == pytest.approx(sum(r["prediction"] == r["answer"] for r in rows) / 50)
+    assert set(metrics["by_type"]) == {"count", "exist", "compare_numbers", "query_attribute", "compare_attribute"}
+    table = (run / "table1.md").read_text()
+    assert "(ours) | SynthCLEVR" in table and "(paper) | CLEVR v1.0 test | 97.7" in table
+
+
+def test_image_size_mismatch_is_explained(prepared, tmp_path):
+    with pytest.raises(ValueError, match="images are 32x32 but the model expects 80x80"):
+        train_film(prepared / "h5", tmp_path, preset_name="cpu", epochs=1, progress=False)
+
+
+def test_missing_preprocessing_is_explained(tmp_path):
+    r = cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--preset", "smoke")
+    assert r.returncode == 1 and "vocab.json" in r.stderr and "Traceback" not in r.stderr
