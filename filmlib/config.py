@@ -29,3 +29,9 @@ def default_data_root(scale: str, source: str = "synth") -> Path:
     if scale == "smoke":
         return repo_root() / "data" / "smoke" / "synthclevr"
     return repo_root() / "data" / "synthclevr"
+
+
+def default_cache_dir(data_root: Path, image_size: int) -> Path:
+    """Where the HDF5 caches of a dataset at an image size live: ``<data>/../cache/<name>-<size>``."""
+    data_root = Path(data_root)
+    return data_root.parent / "cache" / f"{data_root.name}-{image_size}"
