@@ -1,0 +1,154 @@
+"""Training speed of the FiLM presets on this machine: samples/s, peak memory, useful FLOP/s.
+
+    python benchmarks/bench_train.py [--threads 2] [--presets smoke cpu paper] [--stems pixels features]
+
+Each (preset, stem) runs in its own process (so peak RSS is its own): batch 64 of random
+images (or 1024x14x14 features) and questions whose lengths follow SynthCLEVR's (read from
+data/cache/*/train_questions.h5 when present, else CLEVR's mean of ~20 tokens), forward +
+backward + Adam, timed after warm-up steps.
+
+Useful FLOPs count only real work: the convolutions and linear layers as torch's
+FlopCounterMode sees them, plus the GRU over each question's real tokens (packed sequences:
+no work on padding), 3 x 2*3H(E+H) per token (forward, and backward at twice the forward).
+They are compared with this machine's fp32 matmul peak, measured in the same run.
+Writes results/bench/train.json and train.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from filmlib.models import FiLMModel, param_count, preset
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "bench"
+VOCAB, ANSWERS, BATCH = 93, 28, 64
+STEPS = {"smoke": (3, 30), "cpu": (2, 8), "paper": (1, 3)}        # (warm-up, timed)
+AUTHORS = {"features": 7.9, "pixels": 5.2}   # the authors' code on this machine (issue 3), samples/s
+
+
+def question_lengths(n: int, rng) -> np.ndarray:
+    """Token counts (with <START>/<END>) drawn from a preprocessed SynthCLEVR train split."""
+    for path in sorted((ROOT / "data").glob("**/cache/*/train_questions.h5")):
+        import h5py
+        with h5py.File(path) as f:
+            q = f["questions"][:20000]
+        lengths = (q != 0).sum(1)
+        return rng.choice(lengths, n)
+    return np.full(n, 20)
+
+
+def make_batch(cfg, rng):
+    lengths = question_lengths(BATCH, rng)
+    q = torch.zeros(BATCH, int(lengths.max()), dtype=torch.long)
+    for i, n in enumerate(lengths):
+        q[i, 0], q[i, 1:n - 1], q[i, n - 1] = 1, torch.randint(4, VOCAB, (n - 2,)), 2
+    shape = (BATCH, *cfg.input_shape)
+    return torch.randn(shape), q, torch.randint(4, ANSWERS, (BATCH,)), lengths
+
+
+def gru_train_flops(cfg, lengths) -> float:
+    per_token = 0.0
+    e = cfg.embed_dim
+    for _ in range(cfg.rnn_layers):
+        per_token += 2 * 3 * cfg.rnn_dim * (e + cfg.rnn_dim)
+        e = cfg.rnn_dim
+    return 3 * per_token * float(np.sum(lengths))
+
+
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def one(preset_name: str, stem: str, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    cfg = preset(preset_name, VOCAB, ANSWERS, stem)
+    model = FiLMModel(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=1e-5)
+    visual, q, y, lengths = make_batch(cfg, rng)
+
+    def step():
+        loss = F.cross_entropy(model(visual, q), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    warm, timed = STEPS[preset_name]
+    for _ in range(warm):
+        step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops() + gru_train_flops(cfg, lengths)
+    seconds = [_timed(step) for _ in range(timed)]
+    per_step = float(np.median(seconds))
+    return {"preset": preset_name, "stem": stem, "threads": threads, "batch": BATCH,
+            "parameters": param_count(model), "mean_question_tokens": float(np.mean(lengths)),
+            "samples_per_s": round(BATCH / per_step, 2), "step_seconds": round(per_step, 4),
+            "useful_gflop_per_sample": round(flops / BATCH / 1e9, 4),
+            "achieved_gflop_per_s": round(flops / per_step / 1e9, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--presets", nargs="+", default=["smoke", "cpu", "paper"])
+    p.add_argument("--stems", nargs="+", default=["pixels", "features"])
+    p.add_argument("--one", nargs=2, metavar=("PRESET", "STEM"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.one:
+        print(json.dumps(one(*a.one, a.threads)))
+        return
+    peak = matmul_peak(a.threads)
+    rows = []
+    for name in a.presets:
+        for stem in a.stems:
+            r = subprocess.run([sys.executable, __file__, "--one", name, stem, "--threads", str(a.threads)],
+                               capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
+            row = json.loads(r.stdout.strip().splitlines()[-1])
+            row["fraction_of_matmul_peak"] = round(row["achieved_gflop_per_s"] * 1e9 / peak, 3)
+            if name == "paper":
+                row["authors_samples_per_s"] = AUTHORS[stem]
+                row["speedup_vs_authors"] = round(row["samples_per_s"] / AUTHORS[stem], 2)
+            rows.append(row)
+            print(json.dumps(row))
+    result = {"fp32_matmul_peak_gflop_per_s": round(peak / 1e9, 1), "threads": a.threads,
+              "cpus": os.cpu_count(), "torch": torch.__version__, "runs": rows}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "train.json").write_text(json.dumps(result, indent=1) + "\n")
+    md = ["# FiLM training speed", "", f"`python benchmarks/bench_train.py --threads {a.threads}`; "
+          f"fp32 matmul peak {result['fp32_matmul_peak_gflop_per_s']} GFLOP/s ({a.threads} threads).", "",
+          "| preset | stem | params | samples/s | useful GFLOP/s | of peak | peak RSS MB | authors' samples/s |",
+          "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['preset']} | {r['stem']} | {r['parameters']:,} | {r['samples_per_s']} | "
+                  f"{r['achieved_gflop_per_s']} | {100 * r['fraction_of_matmul_peak']:.0f}% | {r['peak_rss_mb']} | "
+                  f"{r.get('authors_samples_per_s', '')} |")
+    (OUT / "train.md").write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
