@@ -7,7 +7,6 @@ Everything here returns data (dicts of numbers); notebooks and the CLI decide ho
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from .data.clevr import FINAL_FUNCTIONS, QUESTION_TYPES, TYPE_NAMES
+from .io import atomic_write_text
 
 #: The paper's Table 1 (CLEVR test accuracy, %), for printing beside our numbers.
 PAPER_TABLE1 = {
@@ -91,18 +91,14 @@ def count_off_by_one(pred: dict, answer_tokens: list[str]) -> float | None:
 
 def write_predictions(path, pred: dict, answer_tokens: list[str]) -> Path:
     """One JSON line per question: predicted and true answers as words, plus metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     names = [k for k in pred if k not in ("prediction", "answer")]
-    with open(tmp, "w") as f:
-        for i in range(len(pred["prediction"])):
-            row = {"prediction": answer_tokens[int(pred["prediction"][i])],
-                   "answer": answer_tokens[int(pred["answer"][i])] if pred["answer"][i] >= 0 else None}
-            row.update({k: int(pred[k][i]) for k in names})
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
-    return path
+    lines = []
+    for i in range(len(pred["prediction"])):
+        row = {"prediction": answer_tokens[int(pred["prediction"][i])],
+               "answer": answer_tokens[int(pred["answer"][i])] if pred["answer"][i] >= 0 else None}
+        row.update({k: int(pred[k][i]) for k in names})
+        lines.append(json.dumps(row) + "\n")
+    return atomic_write_text(path, "".join(lines))
 
 
 def _pct(x) -> str:

@@ -6,12 +6,12 @@ notebook 02 call. A *run directory* holds a training run: ``last.pt`` / ``best.p
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 
 from .data.datasets import ClevrQuestionsDataset, collate, make_loader
 from .data.vocab import Vocab
+from .io import atomic_write_text
 from .evaluate import accuracy_report, predict, table1_markdown, write_predictions
 from .models import FiLMConfig, FiLMModel, param_count, preset
 from .train import Trainer, TrainConfig, default_batch, load_checkpoint, resolve_device
@@ -100,15 +100,9 @@ def evaluate_run(run_dir, data_dir, split: str = "val", *, which: str = "best", 
                "train_minutes": round(ckpt["train_seconds"] / 60, 2),
                "best_epoch": ckpt["best_epoch"], "epochs_trained": len(history),
                "parameters": param_count(model), "preset": ckpt["train_config"]["extra"].get("preset")}
-    _write_json(run_dir / "metrics.json", metrics)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     (run_dir / "table1.md").write_text(table1_markdown({label: report}, data_label=data_label))
     return metrics
-
-
-def _write_json(path: Path, obj):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False))
-    os.replace(tmp, path)
 
 
 __all__ = ["build_model", "evaluate_run", "load_run", "load_split", "train_film", "visual_file"]

@@ -29,6 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .io import atomic_path, atomic_write_text
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
@@ -102,15 +104,8 @@ def distributed_env() -> tuple[int, int, int]:
 
 
 def atomic_save(obj, path: Path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -278,20 +273,14 @@ class Trainer:
         """Rewrite metrics.jsonl / metrics.csv from the history (which the checkpoint holds
         too), so a resumed run never repeats or loses a row."""
         self.out.mkdir(parents=True, exist_ok=True)
-        _write_atomic_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+        atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
         keys = list(dict.fromkeys(k for r in self.history for k in r))
         lines = [",".join(keys)] + [",".join(_csv_cell(r.get(k)) for k in keys) for r in self.history]
-        _write_atomic_text(self.out / "metrics.csv", "\n".join(lines) + "\n")
+        atomic_write_text(self.out / "metrics.csv", "\n".join(lines) + "\n")
 
 
 def _csv_cell(v) -> str:
     return "" if v is None else str(v)
-
-
-def _write_atomic_text(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _bar(total, desc, enabled):
