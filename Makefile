@@ -47,6 +47,7 @@ smoke:
 
 bench: setup
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_train.py --threads $(WORKERS)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
