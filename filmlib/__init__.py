@@ -7,3 +7,4 @@ writes the CLEVR v1.0 layout; ``filmlib.programs`` executes CLEVR's functional p
 from .film import FiLM
 
 __version__ = "0.1.0"
+__all__ = ["FiLM", "__version__"]

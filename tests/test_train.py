@@ -1,7 +1,6 @@
 """The trainer: exact resume after a real kill, DDP equivalence, NaN stop, early stopping."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

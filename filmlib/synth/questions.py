@@ -186,7 +186,6 @@ class QuestionEngine:
         """Candidate descriptions for a filter slot given its input set."""
         node = family.nodes[node_i]
         banned = {ATTRIBUTE_NAMES.index(a) for a in family.null.get(node.slot, ())}
-        rng = self.rng
         members = _bits(inp)
         if self._after_relate[node_i]:
             # The relation just before this filter must be needed: with the whole scene in its
