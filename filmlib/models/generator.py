@@ -11,6 +11,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from ..film import parameterise
 from .config import FiLMConfig
+from .gru import fast_gru_supported, last_states
 
 NULL = 0  # padding token (the authors' vocab: <NULL> 0, <START> 1, <END> 2, <UNK> 3)
 
@@ -60,6 +61,8 @@ class FiLMGenerator(nn.Module):
             raise ValueError(f"questions must be an integer tensor (N, T); got {questions.dtype} {tuple(questions.shape)}")
         lengths = question_lengths(questions)                  # (N,)
         x = self.embed(questions.long())                       # (N, T, E)
+        if fast_gru_supported(self.rnn, x.device):             # CPU: same numbers, ~3x faster
+            return last_states(self.rnn, x, lengths)
         # Packing makes the GRU stop at each question's own length: no work on padding, and
         # the final state is the one at the last real token.
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
