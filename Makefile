@@ -7,6 +7,8 @@ SCALE  ?= cpu
 WORKERS ?= 2
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 TESTRUN := results/_test
+# large CPU tensors on transparent huge pages (see filmlib/__init__.py); 0 opts out
+export THP_MEM_ALLOC_ENABLE ?= 1
 
 .PHONY: setup test pytest nbval reproduce smoke bench lab clean
 

@@ -44,7 +44,7 @@ class TrainConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-5
     patience: int | None = 10         # epochs without a val improvement before stopping
-    time_limit_minutes: float | None = None   # stop after the epoch that crosses it
+    time_limit_minutes: float | None = None   # training time budget: stops mid-epoch when spent
     max_steps_per_epoch: int | None = None    # for smoke runs
     seed: int = 0
     num_workers: int = 0
@@ -208,8 +208,14 @@ class Trainer:
         if self.cfg.max_steps_per_epoch:
             total = min(total, self.cfg.max_steps_per_epoch)
         bar = _bar(total, f"epoch {self.epoch + 1}", self.cfg.progress and self.is_main)
+        limit = self.cfg.time_limit_minutes
+        budget = None if limit is None else 60 * limit - self.train_seconds   # seconds left
+        t0, partial = time.perf_counter(), False
         for i, batch in enumerate(loader):
             if i >= total:
+                break
+            if budget is not None and self._out_of_time(time.perf_counter() - t0 >= budget):
+                partial = True       # the time limit falls inside this epoch: stop here
                 break
             visual, questions, answers = (t.to(self.device, non_blocking=True) for t in self.batch_fn(batch))
             visual = self._layout(visual)
@@ -233,8 +239,20 @@ class Trainer:
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         bar.close()
-        return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                "train_samples": seen * self.world}
+        row = {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+               "train_samples": seen * self.world}
+        if partial:
+            row["partial_epoch"] = True
+        return row
+
+    def _out_of_time(self, mine: bool) -> bool:
+        """Whether to stop for the time limit; under DDP every process follows rank 0's clock
+        (so none waits forever in an all-reduce the others skipped)."""
+        if not self.distributed:
+            return mine
+        flag = torch.tensor([float(mine)], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
 
     @torch.no_grad()
     def evaluate(self, dataset) -> float:
