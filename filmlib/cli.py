@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
     t.add_argument("--weight-decay", type=float, default=1e-5, help="Adam weight decay (default 1e-5)")
     t.add_argument("--patience", type=int, default=10, help="epochs without val improvement before stopping")
-    t.add_argument("--time-limit", type=float, help="stop after the epoch that passes this many minutes")
+    t.add_argument("--time-limit", type=float, help="training-time budget in minutes: stops (mid-epoch) when spent")
     t.add_argument("--max-steps-per-epoch", type=_positive, help="cap steps per epoch (smoke runs)")
     t.add_argument("--val-samples", type=_positive, help="score only the first N val questions each epoch")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

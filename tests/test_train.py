@@ -100,3 +100,32 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     Trainer(TinyModel(), TinyData(), None, cfg, model_config={"width": 8}).fit()
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     assert ckpt["model_config"] == {"width": 8} and ckpt["train_config"]["extra"] == {"preset": "tiny"}
+
+
+class SlowData(TinyData):
+    def __getitem__(self, i):
+        import time
+        time.sleep(0.01)
+        return super().__getitem__(i)
+
+
+def test_time_limit_stops_inside_an_epoch(tmp_path):
+    # 96 samples, batch 8: a full epoch is 12 steps of >= 80 ms; the budget is 0.3 s
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=5, batch_size=8, progress=False,
+                      time_limit_minutes=0.3 / 60)
+    summary = Trainer(TinyModel(), SlowData(), TinyData(16, seed=1), cfg).fit()
+    assert summary["epochs"] == 1 and 0 < summary["steps"] < 12
+    assert summary["history"][0]["partial_epoch"] is True
+    assert "val_accuracy" in summary["history"][0]                # the partial epoch is evaluated
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == summary["steps"]
+
+
+def test_cpu_trainer_uses_fused_adam_and_channels_last(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, batch_size=8, progress=False, device="cpu")
+    trainer = Trainer(TinyModel(), TinyData(), None, cfg)
+    assert trainer.optimizer.param_groups[0]["fused"] is True
+    assert trainer.model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    off = Trainer(TinyModel(), TinyData(), None,
+                  TrainConfig(out_dir=str(tmp_path), channels_last=False, fused_adam=False, progress=False))
+    assert not off.optimizer.param_groups[0]["fused"]
+    assert not off.model.conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,68 @@
+"""filmlib.models.gru: the CPU GRU with a hand-written backward computes nn.GRU's function."""
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from filmlib.models import FiLMGenerator, preset
+from filmlib.models.gru import _GRURecurrence, _transpose, fast_gru_supported, last_states
+
+
+def reference_last_states(gru, x, lengths):
+    _, h = gru(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    return h[-1]
+
+
+@pytest.mark.parametrize("lengths", [[3, 9, 1, 5, 9, 2, 7], [4, 4, 4], [1], [6, 1, 1, 1]])
+def test_matches_nn_gru_outputs_and_every_gradient(lengths):
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(6, 24, batch_first=True)
+    lengths = torch.tensor(lengths)
+    x = torch.randn(len(lengths), int(lengths.max()) + 2, 6, requires_grad=True)  # extra padding
+    w = torch.randn(len(lengths), 24)
+    ref = reference_last_states(gru, x, lengths)
+    ours = last_states(gru, x, lengths)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+    wrt = [x, *gru.parameters()]
+    g_ref = torch.autograd.grad((ref * w).sum(), wrt)
+    g_ours = torch.autograd.grad((ours * w).sum(), wrt)
+    for name, a, b in zip(["x", "w_ih", "w_hh", "b_ih", "b_hh"], g_ours, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    pad_grad = g_ours[0][0, int(lengths[0]):]                  # padding gets exactly no gradient
+    assert torch.count_nonzero(pad_grad) == 0
+
+
+def test_gradcheck_in_float64():
+    torch.manual_seed(1)
+    gru = torch.nn.GRU(3, 4, batch_first=True).double()
+    xg = torch.randn(7, 12, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, w, b: _GRURecurrence.apply(a, w, b, [3, 2, 1, 1]),
+                                    (xg, gru.weight_hh_l0, gru.bias_hh_l0))
+    x = torch.randn(4, 5, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: last_states(gru, x, torch.tensor([5, 2, 3, 1])), (x,))
+
+
+def test_blocked_transpose():
+    w = torch.randn(700, 33)
+    assert torch.equal(_transpose(w, block=64), w.t())
+
+
+def test_rejects_what_it_does_not_compute():
+    gru = torch.nn.GRU(3, 4, batch_first=True)
+    x = torch.randn(2, 5, 3)
+    with pytest.raises(ValueError, match="lengths must be 2 values in 1..5"):
+        last_states(gru, x, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="lengths must be 2 values in 1..5"):
+        last_states(gru, x, torch.tensor([6, 3]))
+    assert not fast_gru_supported(torch.nn.GRU(3, 4, num_layers=2, batch_first=True), torch.device("cpu"))
+    assert not fast_gru_supported(gru, torch.device("cuda"))
+    with pytest.raises(ValueError, match="one unidirectional"):
+        last_states(torch.nn.GRU(3, 4, bidirectional=True, batch_first=True), x, torch.tensor([5, 3]))
+
+
+def test_generator_takes_the_fast_path_with_the_same_numbers():
+    torch.manual_seed(2)
+    gen = FiLMGenerator(preset("smoke", 20, 5))
+    q = torch.tensor([[1, 5, 6, 7, 2, 0, 0], [1, 8, 2, 0, 0, 0, 0], [1, 4, 4, 4, 4, 9, 2]])
+    lengths = torch.tensor([5, 3, 7])
+    expected = reference_last_states(gen.rnn, gen.embed(q), lengths)
+    torch.testing.assert_close(gen.encode(q), expected, atol=1e-6, rtol=1e-5)
