@@ -50,6 +50,35 @@ def predict(model, loader, *, batch_fn: Callable, device="cpu", meta_keys=META_K
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+@torch.no_grad()
+def image_reliance(model, loader, *, batch_fn: Callable, device="cpu", seed: int = 0) -> dict:
+    """How much the answers depend on the image: accuracy with each question's own image, and
+    with every image of a batch swapped for another scene's (a derangement over the batch's
+    distinct ``image_indices``, so no question keeps its scene; over positions when a batch has
+    no image indices). A model that ignores the image scores the same on both."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    own = swapped = n = 0
+    for batch in loader:
+        visual, questions, answers = batch_fn(batch)
+        visual, questions, answers = visual.to(device), questions.to(device), torch.as_tensor(answers).to(device)
+        keys = torch.as_tensor(batch["image_indices"]) if "image_indices" in batch else torch.arange(len(answers))
+        uniq, inverse = torch.unique(keys, return_inverse=True)
+        if len(uniq) < 2:
+            continue                                   # one scene only: nothing to swap with
+        first = torch.full((len(uniq),), len(keys)).scatter_reduce(0, inverse, torch.arange(len(keys)), "amin")
+        order = torch.randperm(len(uniq), generator=g)
+        partner = torch.empty_like(order)
+        partner[order] = order.roll(1)                 # scene order[k] -> scene order[k-1], never itself
+        other = visual[first[partner[inverse]].to(device)]
+        own += (model(visual, questions).argmax(1) == answers).sum().item()
+        swapped += (model(other, questions).argmax(1) == answers).sum().item()
+        n += len(answers)
+    if n == 0:
+        raise ValueError("image_reliance needs batches with at least two different scenes")
+    return {"own_images": own / n, "other_images": swapped / n, "questions": n}
+
+
 def _acc(mask, correct) -> float | None:
     n = int(mask.sum())
     return float(correct[mask].mean()) if n else None

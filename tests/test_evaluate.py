@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from filmlib.data.clevr import FINAL_FUNCTIONS, QUESTION_TYPES
 from filmlib.evaluate import PAPER_TABLE1, accuracy_report, count_off_by_one, table1_markdown, write_predictions
@@ -60,3 +61,27 @@ def test_predictions_file_and_table(pred, tmp_path):
     assert lines[2].startswith("| FiLM (ours) | SynthCLEVR | 50.0 | 33.3 | 50.0 | 0.0 | 100.0 | 100.0 |")
     assert lines[3] == "| CNN+GRU+FiLM (paper) | CLEVR v1.0 test | " + " | ".join(
         f"{v:.1f}" for v in PAPER_TABLE1["CNN+GRU+FiLM"]) + " |"
+
+
+def test_image_reliance_separates_image_readers_from_question_readers():
+    from filmlib.evaluate import image_reliance
+
+    class ReadsImage(torch.nn.Module):      # answers with the argmax of the image's 4 channels
+        def forward(self, visual, questions):
+            return visual.mean((2, 3))
+
+    class ReadsQuestion(torch.nn.Module):   # answers with the question's first token
+        def forward(self, visual, questions):
+            return torch.nn.functional.one_hot(questions[:, 0], 4).float()
+
+    scenes = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 1, 2])
+    answers = scenes.clone()
+    batch = {"visual": torch.nn.functional.one_hot(scenes, 4).float()[:, :, None, None].expand(-1, -1, 2, 2),
+             "questions": answers[:, None].clone(), "answers": answers, "image_indices": scenes}
+    fn = lambda b: (b["visual"], b["questions"], b["answers"])  # noqa: E731
+    r = image_reliance(ReadsImage(), [batch], batch_fn=fn)
+    assert r == {"own_images": 1.0, "other_images": 0.0, "questions": 10}   # never its own scene
+    r = image_reliance(ReadsQuestion(), [batch], batch_fn=fn)
+    assert r["own_images"] == r["other_images"] == 1.0
+    with pytest.raises(ValueError, match="two different scenes"):
+        image_reliance(ReadsImage(), [{**batch, "image_indices": torch.zeros(10, dtype=torch.long)}], batch_fn=fn)
