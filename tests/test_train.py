@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,6 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
 
 class SlowData(TinyData):
     def __getitem__(self, i):
-        import time
         time.sleep(0.01)
         return super().__getitem__(i)
 
