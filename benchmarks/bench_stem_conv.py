@@ -5,7 +5,10 @@
 For each stem layer shape of the `paper` preset (batch 64; 3->128 at 224, 128->128 at 112 and
 at 56) it times, in NCHW and in channels-last (NHWC): the forward pass, the input gradient, the
 weight gradient, and the copy of the input and of the output gradient to NCHW (what computing the
-weight gradient in NCHW from NHWC tensors would cost). Best of ``--repeats`` after one warm-up.
+weight gradient in NCHW from NHWC tensors would cost); and the weight gradient as filmlib's
+``StemConv2d`` computes it from NHWC tensors (``s2d_weight_grad``: four matrix products over a
+space-to-depth copy of the input). Best of ``--repeats`` after one warm-up. The fp32 matmul peak
+is measured in the same run, since this machine's speed drifts by tens of percent.
 Writes results/bench/stem_conv.json and stem_conv.md.
 """
 from __future__ import annotations
@@ -20,6 +23,9 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")   # as filmlib sets it, befor
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from filmlib.io import atomic_write_text  # noqa: E402
+from filmlib.models.stem_conv import s2d_weight_grad  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "bench"
 SHAPES = [(3, 224), (128, 112), (128, 56)]        # (input channels, input side) of stem layers 1-3
@@ -41,6 +47,13 @@ def grads(go, x, w, which):
     return torch.ops.aten.convolution_backward(go, x, w, None, [2, 2], [1, 1], [1, 1], False, [0, 0], 1, mask)
 
 
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(best_ms(lambda: a @ b, 1) for _ in range(repeats)) / 1e3
+    return round(2 * n ** 3 / best / 1e9, 1)
+
+
 def measure(c_in: int, side: int, repeats: int) -> dict:
     x = torch.randn(BATCH, c_in, side, side)
     w = torch.randn(OUT_CHANNELS, c_in, 4, 4) * 0.05
@@ -53,6 +66,8 @@ def measure(c_in: int, side: int, repeats: int) -> dict:
             row[f"{name}_input_grad_ms"] = best_ms(lambda: grads(gf, xf, wf, "input"), repeats)
         row[f"{name}_weight_grad_ms"] = best_ms(lambda: grads(gf, xf, wf, "weight"), repeats)
     xl, gl = x.contiguous(memory_format=torch.channels_last), go.contiguous(memory_format=torch.channels_last)
+    row["nhwc_s2d_weight_grad_ms"] = best_ms(lambda: s2d_weight_grad(gl.permute(0, 2, 3, 1),
+                                                                      xl.permute(0, 2, 3, 1)), repeats)
     row["nhwc_to_nchw_input_ms"] = best_ms(lambda: xl.contiguous(), repeats)
     row["nhwc_to_nchw_output_grad_ms"] = best_ms(lambda: gl.contiguous(), repeats)
     return row
@@ -64,23 +79,28 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    peak = [matmul_peak_gflops()]
     rows = [measure(c, s, a.repeats) for c, s in SHAPES]
+    peak.append(matmul_peak_gflops())
     for r in rows:
         print(json.dumps(r), flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    result = {"threads": a.threads, "batch": BATCH, "torch": torch.__version__, "runs": rows}
-    (OUT / "stem_conv.json").write_text(json.dumps(result, indent=1) + "\n")
+    result = {"threads": a.threads, "batch": BATCH, "torch": torch.__version__,
+              "matmul_peak_gflops_before_after": peak, "runs": rows}
+    atomic_write_text(OUT / "stem_conv.json", json.dumps(result, indent=1) + "\n")
     cols = ["forward", "input_grad", "weight_grad"]
     md = ["# Pixel-stem convolution by layout (ms)", "",
           f"`python benchmarks/bench_stem_conv.py --threads {a.threads}`; batch {BATCH}, 4x4 stride 2, "
-          f"{OUT_CHANNELS} output channels; best of {a.repeats}.", "",
-          "| input | " + " | ".join(f"{c} NCHW | {c} NHWC" for c in cols) + " | NHWC->NCHW input | NHWC->NCHW grad |",
-          "|---|" + "---|" * (2 * len(cols) + 2)]
+          f"{OUT_CHANNELS} output channels; best of {a.repeats}; fp32 matmul peak {peak[0]} / {peak[1]} GFLOP/s "
+          "(2048x2048, before / after). `weight_grad s2d`: filmlib's `s2d_weight_grad`, from NHWC tensors.", "",
+          "| input | " + " | ".join(f"{c} NCHW | {c} NHWC" for c in cols)
+          + " | weight_grad s2d | NHWC->NCHW input | NHWC->NCHW grad |",
+          "|---|" + "---|" * (2 * len(cols) + 3)]
     for r in rows:
         cells = [str(r.get(f"{f}_{c}_ms", "")) for c in cols for f in ("nchw", "nhwc")]
         md.append(f"| {r['in_channels']}x{r['side']}x{r['side']} | " + " | ".join(cells)
-                  + f" | {r['nhwc_to_nchw_input_ms']} | {r['nhwc_to_nchw_output_grad_ms']} |")
-    (OUT / "stem_conv.md").write_text("\n".join(md) + "\n")
+                  + f" | {r['nhwc_s2d_weight_grad_ms']} | {r['nhwc_to_nchw_input_ms']} | {r['nhwc_to_nchw_output_grad_ms']} |")
+    atomic_write_text(OUT / "stem_conv.md", "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

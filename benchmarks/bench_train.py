@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
+from filmlib.io import atomic_write_text
 from filmlib.models import FiLMModel, param_count, preset
 from filmlib.models import question_lengths as question_lengths_of
 
@@ -186,7 +187,7 @@ def main(argv=None):
               "matmul_peak_measurements_gflop_per_s": [round(x / 1e9, 1) for x in peaks],
               "threads": a.threads, "cpus": os.cpu_count(), "torch": torch.__version__, "runs": rows}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "train.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(OUT / "train.json", json.dumps(result, indent=1) + "\n")
     md = ["# FiLM training speed", "", f"`python benchmarks/bench_train.py --threads {a.threads}`; "
           f"fp32 matmul peak {result['fp32_matmul_peak_gflop_per_s']} GFLOP/s ({a.threads} threads; the "
           f"higher of {result['matmul_peak_measurements_gflop_per_s']}, measured before and after).", "",
@@ -200,7 +201,7 @@ def main(argv=None):
                   f"{r['achieved_gflop_per_s']} | {100 * r['fraction_of_matmul_peak']:.0f}% | {r['peak_rss_mb']} | "
                   f"{r.get('authors_samples_per_s', '')} | {_x(r.get('speedup_vs_authors'))} | "
                   f"{_x(r.get('speedup_vs_reference'))} |")
-    (OUT / "train.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(OUT / "train.md", "\n".join(md) + "\n")
 
 
 def _x(v) -> str:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ..film import FiLM
 from .config import FiLMConfig
 from .generator import init_kaiming
+from .stem_conv import StemConv2d
 
 
 def coord_maps(x: Tensor) -> Tensor:
@@ -26,7 +27,7 @@ def pixel_stem(cfg: FiLMConfig) -> nn.Sequential:
     """stem_layers x [4x4 conv stride 2 pad 1 -> BN -> ReLU]: each layer halves the side."""
     layers, c_in = [], cfg.in_channels
     for _ in range(cfg.stem_layers):
-        layers += [nn.Conv2d(c_in, cfg.channels, 4, stride=2, padding=1), nn.BatchNorm2d(cfg.channels),
+        layers += [StemConv2d(c_in, cfg.channels), nn.BatchNorm2d(cfg.channels),
                    nn.ReLU(inplace=True)]  # in place: BN's backward needs its input only
         c_in = cfg.channels
     return nn.Sequential(*layers)

@@ -1,0 +1,122 @@
+"""The pixel stem's 4x4 stride-2 convolution, with a faster weight gradient on the CPU.
+
+On the CPU the `paper` pixel stem spends most of its backward pass in one place: the weight
+gradient of its second layer (128 -> 128 channels, 112x112 -> 56x56, batch 64). oneDNN computes
+it at about a third of this machine's matmul peak (``benchmarks/bench_stem_conv.py``). The same
+gradient is four ordinary matrix products once the input is laid out "space to depth":
+
+- pad the input by one and cut it into 2x2 cells: ``s2d[n, u, v, (a, b, c)] = x_pad[n, 2u+a, 2v+b, c]``
+  (``(H/2+1) x (W/2+1)`` cells of ``4C`` values). The 4x4 stride-2 convolution is then a 2x2
+  stride-1 convolution over ``s2d``: kernel tap ``(2i+a, 2j+b)`` reads cell ``(oh+i, ow+j)``.
+- flatten cells and output positions with the same row width ``W/2+1`` (the output gradient gets
+  a zero last row and column). Shifting by ``(i, j)`` is then shifting the flat index by
+  ``i*(W/2+1) + j``: a contiguous slice, never crossing into another row or image where the
+  output gradient is non-zero.
+- so for each ``(i, j)``: ``dW[:, :, 2i+a, 2j+b] = go_flat^T @ s2d_flat[shift : shift + rows]``, one
+  (O x rows) @ (rows x 4C) product; four in all, the same arithmetic as the convolution's.
+
+The forward pass and the input gradient stay with oneDNN (they run near peak already). The
+weight gradient matches oneDNN's to float rounding (tests compare them, and run ``gradcheck``).
+``StemConv2d`` is an ``nn.Conv2d`` (same parameters, same state_dict); it takes the fast path
+only where it measured faster: CPU, float32, channels-last input, at least 64 input channels and
+an output of at least 48x48. Everywhere else it is ``nn.Conv2d``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["StemConv2d", "s2d_weight_grad"]
+
+MIN_CHANNELS = 64        # below this the products are too thin (3->128 at 224: oneDNN is faster)
+MIN_OUT_SIDE = 48        # 128->128 at 56->28 is a tie; 112->56 is about twice as fast
+
+
+def s2d_weight_grad(go: Tensor, x: Tensor) -> Tensor:
+    """The weight gradient of a 4x4, stride-2, padding-1 convolution without groups or dilation.
+
+    go: (N, Ho, Wo, O) and x: (N, H, W, C), both channels-last (NHWC) and contiguous, with
+    H = 2 Ho and W = 2 Wo. Returns (O, C, 4, 4), contiguous.
+    """
+    N, H, W, C = x.shape
+    O = go.shape[-1]
+    if H % 2 or W % 2 or go.shape[:3] != (N, H // 2, W // 2):
+        raise ValueError(f"s2d_weight_grad needs an even input side and a half-size output; "
+                         f"got input {tuple(x.shape)} and output gradient {tuple(go.shape)}")
+    Ho, Wo = H // 2, W // 2
+    U, V = Ho + 1, Wo + 1                              # cells of the padded input
+    rows = N * U * V
+    # cells, plus V + 1 zero rows so the largest shift stays inside the buffer
+    buf = x.new_empty(rows + V + 1, 2, 2, C)
+    buf[rows:].zero_()
+    s = buf[:rows].view(N, U, V, 2, 2, C)
+    s[:, 0].zero_(), s[:, Ho].zero_(), s[:, :, 0].zero_(), s[:, :, Wo].zero_()  # the padding
+    xr = x.view(N, Ho, 2, Wo, 2, C)                    # x[n, 2p+q, 2r+t, c]
+    # padded row 2u+a is x row 2u+a-1: a=1 -> x row 2u (q=0), a=0 -> x row 2(u-1)+1 (q=1)
+    s[:, :Ho, :Wo, 1, 1] = xr[:, :, 0, :, 0]
+    s[:, 1:, :Wo, 0, 1] = xr[:, :, 1, :, 0]
+    s[:, :Ho, 1:, 1, 0] = xr[:, :, 0, :, 1]
+    s[:, 1:, 1:, 0, 0] = xr[:, :, 1, :, 1]
+    cells = buf.view(-1, 4 * C)
+    g = go.new_empty(N, U, V, O)                       # the output gradient, zero last row and column
+    g[:, :Ho, :Wo] = go
+    g[:, Ho].zero_(), g[:, :Ho, Wo].zero_()
+    g = g.view(rows, O)
+    dw = go.new_empty(2, 2, 4 * C, O)                  # [i, j, (a, b, c), o]
+    for i in range(2):
+        for j in range(2):
+            shift = i * V + j
+            torch.mm(cells[shift:shift + rows].t(), g, out=dw[i, j])
+    # dw[i, j, a, b, c, o] -> W[o, c, 2i+a, 2j+b]
+    return dw.view(2, 2, 2, 2, C, O).permute(5, 4, 0, 2, 1, 3).reshape(O, C, 4, 4)
+
+
+class _StemConv(torch.autograd.Function):
+    """conv2d(x, weight, bias, stride 2, padding 1) with the weight gradient of s2d_weight_grad."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, stride=2, padding=1)
+
+    @staticmethod
+    def backward(ctx, go: Tensor):
+        x, weight = ctx.saved_tensors
+        go = go.contiguous(memory_format=torch.channels_last)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.ops.aten.convolution_backward(go, x, weight, None, [2, 2], [1, 1], [1, 1], False,
+                                                     [0, 0], 1, [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            gw = torch.empty_like(weight)              # in the weight's own memory format
+            gw.copy_(s2d_weight_grad(go.permute(0, 2, 3, 1), x.permute(0, 2, 3, 1)))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = go.sum((0, 2, 3))
+        return gx, gw, gb
+
+
+class StemConv2d(nn.Conv2d):
+    """``nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1)`` whose weight gradient takes
+    the space-to-depth matrix products above where they are faster (see the module docstring).
+    ``fast`` forces the choice: None (default) decides by device, dtype, layout and shape."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True, fast: bool | None = None):
+        super().__init__(in_channels, out_channels, 4, stride=2, padding=1, bias=bias)
+        self.fast = fast
+
+    def use_fast_path(self, x: Tensor) -> bool:
+        if self.fast is not None:
+            return self.fast and x.dim() == 4 and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+                and self.weight.requires_grad and torch.is_grad_enabled()
+                and x.is_contiguous(memory_format=torch.channels_last)
+                and self.in_channels >= MIN_CHANNELS and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
+                and min(x.shape[2], x.shape[3]) // 2 >= MIN_OUT_SIDE)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.use_fast_path(x):
+            return super().forward(x)
+        x = x.contiguous(memory_format=torch.channels_last)
+        return _StemConv.apply(x, self.weight, self.bias)
