@@ -37,12 +37,26 @@ nbval: setup
 	done
 	$(PY) -m pytest -q --nbval-lax -p no:cacheprovider $(TESTRUN)/notebooks
 
-## the main job: every notebook on SynthCLEVR at $(SCALE) (default cpu), executed copies in results/
+## the main job: every notebook on SynthCLEVR at $(SCALE) (default cpu), executed copies in results/;
+## each notebook's wall time goes to results/reproduce_times_$(SCALE).md
+TIMES := results/reproduce_times_$(SCALE).md
 reproduce: setup
+	mkdir -p results
+	printf '| notebook | wall time (s) |\n|---|---|\n' > $(TIMES).tmp
 	for nb in $(NOTEBOOKS); do \
+	  start=$$(date +%s); \
 	  $(PY) -m papermill --log-level WARNING --cwd notebooks $$nb results/$$(basename $$nb) \
 	    -p scale $(SCALE) -p workers $(WORKERS) || exit 1; \
+	  echo "| $$(basename $$nb) | $$(( $$(date +%s) - start )) |" >> $(TIMES).tmp; \
 	done
+	mv $(TIMES).tmp $(TIMES)
+	@echo; echo "done (scale $(SCALE)). Results:"; \
+	  echo "  executed notebooks   results/0*.ipynb"; \
+	  echo "  Table 1              results/table1.md, .csv (scale cpu; other scales: table1_<scale>.*)"; \
+	  echo "  FiLM run             results/film_$(SCALE)/ (metrics.json, predictions_val.jsonl)"; \
+	  echo "  baseline runs        results/{qtype,lstm,cnn_lstm,cnn_lstm_sa}_$(SCALE)/"; \
+	  echo "  figures              results/figures/"; \
+	  echo "  notebook times       $(TIMES)"; cat $(TIMES)
 
 smoke:
 	$(MAKE) reproduce SCALE=smoke

@@ -80,19 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--workers", type=_positive, default=1, help="image-loading processes (default 1)")
     pp.add_argument("--force", action="store_true", help="redo outputs even if up to date")
 
-    t = sub.add_parser("train", help="train FiLM on a preprocessed dataset",
-                       description="Train CNN+GRU+FiLM; resumes from --out/last.pt if present. Under "
-                       "torchrun it runs DistributedDataParallel.")
+    t = sub.add_parser("train", help="train FiLM (or a Table 1 baseline) on a preprocessed dataset",
+                       description="Train CNN+GRU+FiLM, or with --model a Table 1 baseline; resumes from "
+                       "--out/last.pt if present. Under torchrun it runs DistributedDataParallel.")
+    t.add_argument("--model", choices=("film", "qtype", "lstm", "cnn_lstm", "cnn_lstm_sa"), default="film",
+                   help="film (default) or a baseline of Table 1 (qtype is counted, not trained)")
     t.add_argument("--data", required=True, type=Path, help="preprocessed folder (from `preprocess`)")
     t.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, metrics)")
     t.add_argument("--preset", choices=("paper", "cpu", "smoke"), default="cpu", help="model preset (default cpu)")
     t.add_argument("--stem", choices=("pixels", "features"), help="visual stem (default: the preset's)")
-    t.add_argument("--ablation", help="a Table 2 row name (see filmlib.models.ABLATIONS)")
-    t.add_argument("--num-blocks", type=_positive, help="number of FiLM-ed ResBlocks (Table 3)")
+    t.add_argument("--ablation", help="FiLM: a Table 2 row name (see filmlib.models.ABLATIONS)")
+    t.add_argument("--num-blocks", type=_positive, help="FiLM: number of FiLM-ed ResBlocks (Table 3)")
     t.add_argument("--epochs", type=_positive, default=80, help="most epochs (default 80)")
     t.add_argument("--batch-size", type=_positive, default=64, help="global batch (default 64)")
-    t.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
-    t.add_argument("--weight-decay", type=float, default=1e-5, help="Adam weight decay (default 1e-5)")
+    t.add_argument("--lr", type=float, help="Adam learning rate (default: FiLM 3e-4, baselines 5e-4)")
+    t.add_argument("--weight-decay", type=float, help="Adam weight decay (default: FiLM 1e-5, baselines 0)")
     t.add_argument("--patience", type=int, default=10, help="epochs without val improvement before stopping")
     t.add_argument("--time-limit", type=float, help="training-time budget in minutes: stops (mid-epoch) when spent")
     t.add_argument("--max-steps-per-epoch", type=_positive, help="cap steps per epoch (smoke runs)")
@@ -145,18 +147,22 @@ def _run(args) -> dict:
                                  weights=args.weights, workers=args.workers, force=args.force, progress=True)
         summary = report["report"]
     elif args.command == "train":
-        from .experiment import train_film
-        changes = {}
-        if args.num_blocks:
-            changes["num_blocks"] = args.num_blocks
-        summary = train_film(
-            args.data, args.out, preset_name=args.preset, stem=args.stem, model_changes=changes,
-            ablation=args.ablation, val_samples=args.val_samples, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-            patience=args.patience if args.patience >= 0 else None, time_limit_minutes=args.time_limit,
-            max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed, num_workers=args.workers,
-            threads=args.threads, device=args.device, bf16=args.bf16, compile=args.compile,
-            progress=not args.quiet)
+        from .experiment import train_baseline, train_film
+        optim = {k: v for k, v in (("lr", args.lr), ("weight_decay", args.weight_decay)) if v is not None}
+        common = dict(val_samples=args.val_samples, epochs=args.epochs, batch_size=args.batch_size,
+                      patience=args.patience if args.patience >= 0 else None, time_limit_minutes=args.time_limit,
+                      max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed, num_workers=args.workers,
+                      threads=args.threads, device=args.device, bf16=args.bf16, compile=args.compile,
+                      progress=not args.quiet, **optim)
+        if args.model == "film":
+            changes = {"num_blocks": args.num_blocks} if args.num_blocks else {}
+            summary = train_film(args.data, args.out, preset_name=args.preset, stem=args.stem,
+                                 model_changes=changes, ablation=args.ablation, **common)
+        else:
+            if args.ablation or args.num_blocks:
+                raise ValueError("--ablation and --num-blocks change FiLM only, not a baseline")
+            summary = train_baseline(args.data, args.out, args.model, preset_name=args.preset, stem=args.stem,
+                                     **common)
         summary.pop("history", None)
     elif args.command == "evaluate":
         from .experiment import evaluate_run

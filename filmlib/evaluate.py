@@ -6,6 +6,8 @@ Everything here returns data (dicts of numbers); notebooks and the CLI decide ho
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -146,3 +148,76 @@ def table1_markdown(ours: dict[str, dict], paper_rows=("CNN+GRU+FiLM", "CNN+GRU+
         lines.append(f"| {name} (paper) | CLEVR v1.0 test | "
                      + " | ".join(f"{v:.1f}" for v in PAPER_TABLE1[name]) + " |")
     return "\n".join(lines) + "\n"
+
+
+#: Table 1's models from the weakest to the strongest, as the paper orders them (ours are
+#: labelled with these names; FiLM either stem).
+TABLE1_ORDER = ("Q-type baseline", "LSTM", "CNN+LSTM", "CNN+LSTM+SA", "CNN+GRU+FiLM")
+
+
+def table1_rows(ours: dict[str, dict], data_label: str) -> list[dict]:
+    """One flat row per model (accuracies in %), ours first (source "ours") then the paper's
+    rows for the same models (source "paper", CLEVR v1.0 test)."""
+    rows = []
+    for name, r in ours.items():
+        row = {"source": "ours", "model": name, "data": data_label}
+        row["overall"] = None if r.get("overall") is None else round(100 * r["overall"], 1)
+        for t in QUESTION_TYPES:
+            v = (r.get("by_type") or {}).get(t)
+            row[t] = None if v is None else round(100 * v, 1)
+        rows.append(row)
+    for name in [n for n in PAPER_TABLE1 if n != "Human"]:
+        rows.append({"source": "paper", "model": name, "data": "CLEVR v1.0 test",
+                     **dict(zip(TABLE1_COLUMNS, PAPER_TABLE1[name]))})
+    return rows
+
+
+def table1_checks(ours: dict[str, dict]) -> dict:
+    """Does our Table 1 show the paper's message? ``ordering``: each consecutive pair of
+    TABLE1_ORDER present in ``ours`` with whether the stronger model scored higher overall;
+    ``film_error_ratio``: FiLM's error over CNN+LSTM+SA's (the paper: 2.3 / 23.4 = 0.10; the
+    claim is that it is at most 0.5)."""
+    acc = {name: r["overall"] for name, r in ours.items() if r.get("overall") is not None}
+    film = next((n for n in acc if n.startswith("CNN+GRU+FiLM")), None)
+    chain = [n for n in TABLE1_ORDER[:-1] if n in acc] + ([film] if film else [])
+    pairs = [{"weaker": a, "stronger": b, "weaker_acc": acc[a], "stronger_acc": acc[b], "holds": acc[b] > acc[a]}
+             for a, b in zip(chain, chain[1:])]
+    ratio = None
+    if film and "CNN+LSTM+SA" in acc and acc["CNN+LSTM+SA"] < 1:
+        ratio = (1 - acc[film]) / (1 - acc["CNN+LSTM+SA"])
+    return {"ordering": pairs, "ordering_holds": all(p["holds"] for p in pairs),
+            "film_error_ratio": ratio, "film_halves_error": None if ratio is None else ratio <= 0.5}
+
+
+def write_table1(ours: dict[str, dict], out_dir, data_label: str = "SynthCLEVR val", name: str = "table1") -> dict:
+    """``<name>.md`` (our rows; below them, in their own labelled block, the paper's) and
+    ``<name>.csv`` (both, with a ``source`` column), written atomically. Returns the checks."""
+    out_dir = Path(out_dir)
+    rows = table1_rows(ours, data_label)
+    checks = table1_checks(ours)
+    head = ["Model", "Data", "Overall"] + [TYPE_NAMES[t] for t in QUESTION_TYPES]
+
+    def block(source):
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in (r for r in rows if r["source"] == source):
+            cells = ["–" if r[c] is None else f"{r[c]:.1f}" for c in TABLE1_COLUMNS]
+            lines.append(f"| {r['model']} | {r['data']} | " + " | ".join(cells) + " |")
+        return lines
+
+    md = ["# Table 1: accuracy (%) by question type", "", f"## Ours ({data_label})", "", *block("ours"), "",
+          "## The paper's numbers (Perez et al. 2017, Table 1; CLEVR v1.0 test; quoted, not run here)", "",
+          *block("paper"), "", "## Does ours show the paper's ordering?", ""]
+    for p in checks["ordering"]:
+        md.append(f"- {p['weaker']} {100 * p['weaker_acc']:.1f} < {p['stronger']} {100 * p['stronger_acc']:.1f}: "
+                  + ("holds" if p["holds"] else "**breaks**"))
+    if checks["film_error_ratio"] is not None:
+        md.append(f"- FiLM's error / CNN+LSTM+SA's error = {checks['film_error_ratio']:.2f} "
+                  f"(the paper: 0.10; the claim: at most 0.5): "
+                  + ("holds" if checks["film_halves_error"] else "**breaks**"))
+    atomic_write_text(out_dir / f"{name}.md", "\n".join(md) + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, ["source", "model", "data", *TABLE1_COLUMNS], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out_dir / f"{name}.csv", buf.getvalue())
+    return checks

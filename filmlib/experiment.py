@@ -8,13 +8,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import torch
+
 
 from .data.datasets import ClevrQuestionsDataset, collate, make_loader
 from .data.vocab import Vocab
 from .io import atomic_write_text
-from .evaluate import accuracy_report, predict, table1_markdown, write_predictions
+from .evaluate import PAPER_TABLE1, accuracy_report, predict, table1_markdown, write_predictions
 from .models import FiLMConfig, FiLMModel, param_count, preset
-from .train import Trainer, TrainConfig, default_batch, load_checkpoint, resolve_device
+from .models.baselines import BaselineConfig, QTypeBaseline, baseline_preset, build_baseline
+from .train import Trainer, TrainConfig, atomic_save, default_batch, load_checkpoint, resolve_device
 
 
 def visual_file(data_dir, split: str, stem: str) -> Path:
@@ -72,22 +76,159 @@ def _check_input(cfg: FiLMConfig, dataset: ClevrQuestionsDataset):
                          f"--image-size {cfg.image_size}")
 
 
-def load_run(run_dir, which: str = "best", device="cpu") -> tuple[FiLMModel, dict]:
+def model_from_config(d: dict):
+    """The (untrained) model a checkpoint's ``model_config`` describes: FiLM or a baseline."""
+    if d.get("model") == "baseline":
+        return build_baseline(BaselineConfig.from_dict(d))
+    return FiLMModel(FiLMConfig.from_dict(d))
+
+
+def model_label(model) -> str:
+    """The model's row name in Table 1."""
+    if isinstance(model, FiLMModel):
+        return "CNN+GRU+FiLM" + (" (raw pixels)" if model.cfg.stem == "pixels" else "")
+    return model.cfg.label
+
+
+def load_run(run_dir, which: str = "best", device="cpu"):
     """The model of a run directory (``best.pt`` or ``last.pt``) and its checkpoint."""
     ckpt = load_checkpoint(Path(run_dir) / f"{which}.pt", map_location=device)
-    model = FiLMModel(FiLMConfig.from_dict(ckpt["model_config"]))
+    model = model_from_config(ckpt["model_config"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 
 
+def build_baseline_model(data_dir, kind: str, preset_name: str, stem: str | None = None, **changes):
+    """A Table 1 baseline sized for the vocabulary of ``data_dir`` (see ``baseline_preset``)."""
+    vocab = Vocab.load(Path(data_dir) / "vocab.json")
+    cfg = baseline_preset(kind, preset_name, len(vocab.question_token_to_idx), len(vocab.answer_token_to_idx), stem)
+    return build_baseline(cfg.variant(**changes) if changes else cfg)
+
+
+def train_baseline(data_dir, out_dir, kind: str, *, preset_name: str = "cpu", stem: str | None = None,
+                   model_changes: dict | None = None, val_samples: int | None = None,
+                   train_samples: int | None = None, **train_kw) -> dict:
+    """Train (or, for "qtype", count) a Table 1 baseline on a preprocessed dataset, into a run
+    directory of the same layout as FiLM's. The neural ones use ``filmlib.train.Trainer`` with the
+    authors' optimiser settings for them (``lr`` 5e-4, no weight decay) unless ``train_kw`` says otherwise."""
+    model = build_baseline_model(data_dir, kind, preset_name, stem, **(model_changes or {}))
+    cfg_dict = model.cfg.to_dict()
+    if kind == "qtype":
+        return _fit_qtype(model, data_dir, out_dir, train_samples, train_kw, preset_name)
+    train_set = _split_for(model, data_dir, "train", train_samples)
+    val_set = _split_for(model, data_dir, "val", val_samples)
+    if train_set.visual_h5 is not None:
+        _check_input(model.cfg, train_set)
+    train_kw = {"lr": model.cfg.lr, "weight_decay": model.cfg.weight_decay, **train_kw}
+    cfg = TrainConfig(out_dir=str(out_dir), **train_kw)
+    cfg.extra.update(preset=preset_name, data_dir=str(data_dir), model=kind)
+    batch_fn = question_only_batch if kind == "lstm" else default_batch
+    trainer = Trainer(model, train_set, val_set, cfg, collate_fn=collate, batch_fn=batch_fn, model_config=cfg_dict)
+    summary = trainer.fit()
+    summary["parameters"] = param_count(model)
+    return summary
+
+
+def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None, seed: int = 0,
+                  models: list[str] | None = None, progress: bool = True) -> dict[str, dict]:
+    """Train (or resume) and score each Table 1 baseline of a scale (``filmlib/scales/<scale>.yaml``,
+    section ``baselines``) into ``results_dir/<kind>_<scale>``; returns {row name: val metrics}.
+    A run whose time budget is already spent resumes, finds nothing left to do, and is re-scored."""
+    from .config import load_scale
+    cfg = load_scale(scale)["baselines"]
+    out = {}
+    for kind in models or cfg["models"]:
+        run = Path(results_dir) / f"{kind}_{scale}"
+        train_baseline(data_dir, run, kind, preset_name=scale, stem=stem, epochs=cfg["epochs"],
+                       max_steps_per_epoch=cfg["max_steps_per_epoch"], time_limit_minutes=cfg["minutes"][kind],
+                       patience=cfg["patience"], threads=cfg["threads"], val_samples=cfg["val_samples"],
+                       seed=seed, progress=progress)
+        metrics = evaluate_run(run, data_dir, "val")
+        out[metrics["model"]] = metrics
+    return out
+
+
+@torch.no_grad()
+def attention_maps(run_dir, data_dir, split: str = "val", indices=(0, 1, 2, 3)) -> list[dict]:
+    """CNN+LSTM+SA's attention on some questions of a split: for each, the question's index in
+    the split, ``image_index``, ``maps`` (hops, H, W) summing to 1 per hop, and the predicted and
+    true answers as words."""
+    model, _ = load_run(run_dir)
+    if getattr(model.cfg, "kind", None) != "cnn_lstm_sa":
+        raise ValueError(f"{run_dir}: attention maps need a CNN+LSTM+SA run, not {model_label(model)}")
+    dataset = load_split(data_dir, split, model.cfg.stem)
+    answers = Vocab.load(Path(data_dir) / "vocab.json").answer_idx_to_token
+    batch = collate([dataset[int(i)] for i in indices])
+    logits, maps = model(batch["visual"], batch["questions"], return_attention=True)
+    return [{"index": int(i), "image_index": int(batch["image_indices"][k]), "maps": maps[k].numpy(),
+             "prediction": answers[int(logits[k].argmax())], "answer": answers[int(batch["answers"][k])],
+             "question_index": int(batch["question_indices"][k])}
+            for k, i in enumerate(indices)]
+
+
+def question_only_batch(batch: dict):
+    """(empty visual, questions, answers): for models that never look at the image (LSTM), so
+    their datasets need not read images at all."""
+    answers = batch["answers"]
+    return answers.new_zeros(answers.shape[0], 0, dtype=torch.float32), batch["questions"], answers
+
+
+def _split_for(model, data_dir, split: str, max_samples: int | None = None):
+    """The split with the visual input the model reads (none for question-only models)."""
+    if getattr(model.cfg, "kind", None) == "lstm":
+        return ClevrQuestionsDataset(_questions_file(data_dir, split), None, max_samples=max_samples)
+    return load_split(data_dir, split, model.cfg.stem, max_samples=max_samples)
+
+
+def _questions_file(data_dir, split: str) -> Path:
+    q = Path(data_dir) / f"{split}_questions.h5"
+    if not q.exists():
+        raise FileNotFoundError(f"{q} is missing: run `python -m filmlib preprocess` first")
+    return q
+
+
+def _fit_qtype(model: QTypeBaseline, data_dir, out_dir, train_samples, train_kw, preset_name) -> dict:
+    """Count answers per family over the train split; write best.pt / last.pt like a trained run."""
+    import time
+    start = time.perf_counter()
+    train = ClevrQuestionsDataset(_questions_file(data_dir, "train"), None, max_samples=train_samples)
+    model.fit(train.families, train.answers)
+    seconds = time.perf_counter() - start
+    out = Path(out_dir)
+    cfg = TrainConfig(out_dir=str(out), **train_kw)
+    cfg.extra.update(preset=preset_name, data_dir=str(data_dir), model="qtype")
+    from dataclasses import asdict
+    ckpt = {"model": model.state_dict(), "epoch": 1, "step": 0, "best_val": -1.0, "best_epoch": 1,
+            "history": [], "train_seconds": seconds, "train_config": asdict(cfg),
+            "model_config": model.cfg.to_dict()}
+    for name in ("last.pt", "best.pt"):
+        atomic_save(ckpt, out / name)
+    return {"epochs": 1, "train_minutes": seconds / 60, "best_epoch": 1, "best_val_accuracy": None,
+            "history": [], "parameters": 0}
+
+
+def predict_qtype(model: QTypeBaseline, dataset: ClevrQuestionsDataset) -> dict:
+    """``filmlib.evaluate.predict``'s output for the Q-type baseline: it reads families, not images."""
+    return {"prediction": model.answer_families(dataset.families).numpy(),
+            "answer": np.asarray(dataset.answers), "family": np.asarray(dataset.families),
+            "type": np.asarray(dataset.types), "final_function": np.asarray(dataset.final_functions),
+            "image_index": np.asarray(dataset.image_idxs), "question_index": np.asarray(dataset.orig_idxs)}
+
+
 def evaluate_run(run_dir, data_dir, split: str = "val", *, which: str = "best", device: str = "auto",
-                 label: str = "CNN+GRU+FiLM", data_label: str = "SynthCLEVR", batch_size: int = 256) -> dict:
-    """Score a run on a split; writes metrics.json, predictions_<split>.jsonl and table1.md."""
+                 label: str | None = None, data_label: str = "SynthCLEVR", batch_size: int = 256) -> dict:
+    """Score a run (FiLM or a baseline) on a split; writes metrics.json,
+    predictions_<split>.jsonl and table1.md (``label``: the row name, by default the model's)."""
     device = resolve_device(device)
     model, ckpt = load_run(run_dir, which, device)
-    dataset = load_split(data_dir, split, model.cfg.stem)
+    label = label or model_label(model)
     vocab = Vocab.load(Path(data_dir) / "vocab.json")
-    pred = predict(model, make_loader(dataset, batch_size), batch_fn=default_batch, device=device)
+    if isinstance(model, QTypeBaseline):
+        pred = predict_qtype(model.cpu(), ClevrQuestionsDataset(_questions_file(data_dir, split), None))
+    else:
+        dataset = _split_for(model, data_dir, split)
+        batch_fn = question_only_batch if dataset.visual_h5 is None else default_batch
+        pred = predict(model, make_loader(dataset, batch_size), batch_fn=batch_fn, device=device)
     answers = vocab.answer_idx_to_token
     report = accuracy_report(pred, answers)
     run_dir = Path(run_dir)
@@ -99,10 +240,13 @@ def evaluate_run(run_dir, data_dir, split: str = "val", *, which: str = "best", 
                "by_family": report.get("by_family"), "count_off_by_one": report.get("count_off_by_one"),
                "train_minutes": round(ckpt["train_seconds"] / 60, 2),
                "best_epoch": ckpt["best_epoch"], "epochs_trained": len(history),
-               "parameters": param_count(model), "preset": ckpt["train_config"]["extra"].get("preset")}
+               "parameters": param_count(model), "preset": ckpt["train_config"]["extra"].get("preset"), "model": label}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
-    (run_dir / "table1.md").write_text(table1_markdown({label: report}, data_label=data_label))
+    film_rows = ("CNN+GRU+FiLM", "CNN+GRU+FiLM (raw pixels)")
+    paper_rows = film_rows if label.startswith("CNN+GRU+FiLM") or label not in PAPER_TABLE1 else (label,)
+    atomic_write_text(run_dir / "table1.md", table1_markdown({label: report}, paper_rows, data_label=data_label))
     return metrics
 
 
-__all__ = ["build_model", "evaluate_run", "load_run", "load_split", "train_film", "visual_file"]
+__all__ = ["attention_maps", "run_baselines", "build_baseline_model", "build_model", "evaluate_run", "load_run", "load_split", "model_from_config",
+           "model_label", "predict_qtype", "train_baseline", "train_film", "visual_file"]

@@ -16,12 +16,14 @@ Presets (parameters with CLEVR's 93-token vocabulary and 28 answers; ``param_cou
 | smoke | pixels: 3x32x32      | 8x8   | 16  | 32   | 28,684     | 10,512     |
 | smoke | features: 1024x14x14 | 14x14 | 16  | 32   | 171,516    | 10,512     |
 """
+from .baselines import BASELINES, BaselineConfig, baseline_preset, build_baseline
 from .config import ABLATIONS, DEPTHS, FILM_POSITIONS, PRESETS, STEMS, FiLMConfig, preset
 from .filmed_network import Classifier, FiLMedNetwork, FiLMedResBlock, coord_maps
 from .generator import FiLMGenerator, question_lengths
 from .model import FiLMModel, param_count
 
 __all__ = [
+    "BASELINES", "BaselineConfig", "baseline_preset", "build_baseline",
     "ABLATIONS", "DEPTHS", "FILM_POSITIONS", "PRESETS", "STEMS", "FiLMConfig", "preset",
     "Classifier", "FiLMedNetwork", "FiLMedResBlock", "coord_maps",
     "FiLMGenerator", "question_lengths", "FiLMModel", "param_count",

@@ -1,0 +1,224 @@
+"""filmlib.models.baselines and the Table 1 pipeline: each baseline builds, trains a step,
+overfits a tiny batch; Q-type answers the hand-computed mode; runs train and evaluate like FiLM's;
+Table 1 files and the ordering check."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from filmlib.evaluate import table1_checks, write_table1
+from filmlib.experiment import evaluate_run, load_run, train_baseline, train_film
+from filmlib.models import BASELINES, BaselineConfig, baseline_preset, build_baseline
+from filmlib.models.baselines import CNNLSTMSABaseline, QTypeBaseline, StackedAttention
+from filmlib.synth.generate import SplitSpec, generate_split
+
+NEURAL = [k for k in BASELINES if k != "qtype"]
+
+
+def batch(cfg, n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    visual = torch.randn(n, *cfg.input_shape, generator=g)
+    lengths = torch.randint(3, 9, (n,), generator=g)
+    q = torch.zeros(n, 10, dtype=torch.long)
+    for i, L in enumerate(lengths.tolist()):
+        q[i, 0], q[i, L - 1] = 1, 2
+        q[i, 1:L - 1] = torch.randint(4, cfg.vocab_size, (L - 2,), generator=g)
+    return visual, q, torch.randint(0, cfg.num_answers, (n,), generator=g)
+
+
+@pytest.mark.parametrize("stem", ["pixels", "features"])
+@pytest.mark.parametrize("kind", NEURAL)
+def test_each_baseline_builds_and_takes_a_training_step(kind, stem):
+    torch.manual_seed(0)
+    cfg = baseline_preset(kind, "smoke", 30, 7, stem)
+    model = build_baseline(cfg)
+    visual, q, y = batch(cfg)
+    logits = model(visual, q)
+    assert logits.shape == (8, 7)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    F.cross_entropy(logits, y).backward()
+    opt.step()
+    changed = [not torch.equal(a, b) for a, b in zip(before, model.parameters())]
+    assert all(changed), [n for (n, _), c in zip(model.named_parameters(), changed) if not c]
+
+
+@pytest.mark.parametrize("kind", NEURAL)
+def test_each_baseline_overfits_a_tiny_batch(kind):
+    torch.manual_seed(0)
+    cfg = baseline_preset(kind, "smoke", 30, 7, "pixels")
+    model = build_baseline(cfg)
+    visual, q, y = batch(cfg, n=6, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(visual, q), y)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    assert (model(visual, q).argmax(1) == y).all()
+
+
+def test_lstm_ignores_the_image_and_cnn_models_do_not():
+    torch.manual_seed(0)
+    for kind, reads_image in (("lstm", False), ("cnn_lstm", True), ("cnn_lstm_sa", True)):
+        cfg = baseline_preset(kind, "smoke", 30, 7, "features")
+        model = build_baseline(cfg).eval()
+        visual, q, _ = batch(cfg)
+        same = torch.allclose(model(visual, q), model(torch.randn_like(visual), q))
+        assert same != reads_image, kind
+
+
+def test_the_answer_depends_on_the_real_tokens_only():
+    """Padding after <END> changes nothing: each model reads the LSTM state at the last real token."""
+    torch.manual_seed(0)
+    for kind in NEURAL:
+        cfg = baseline_preset(kind, "smoke", 30, 7, "features")
+        model = build_baseline(cfg).eval()
+        visual, q, _ = batch(cfg)
+        longer = torch.cat([q, torch.zeros(q.shape[0], 5, dtype=torch.long)], 1)
+        torch.testing.assert_close(model(visual, q), model(visual, longer))
+
+
+def test_stacked_attention_computes_the_formula():
+    torch.manual_seed(0)
+    hop = StackedAttention(4, 3)
+    v, u = torch.randn(2, 4, 3, 5), torch.randn(2, 4)
+    out, p = hop(v, u)
+    h = torch.tanh(torch.einsum("ad,ndhw->nahw", hop.Wv.weight[:, :, 0, 0], v) + hop.Wv.bias[None, :, None, None]
+                   + (u @ hop.Wu.weight.T + hop.Wu.bias)[:, :, None, None])
+    scores = torch.einsum("a,nahw->nhw", hop.Wp.weight[0, :, 0, 0], h) + hop.Wp.bias
+    want_p = torch.softmax(scores.flatten(1), 1).view(2, 3, 5)
+    torch.testing.assert_close(p, want_p)
+    torch.testing.assert_close(out, u + (v * want_p[:, None]).sum((2, 3)))
+    assert torch.allclose(p.sum((1, 2)), torch.ones(2))
+
+
+def test_sa_returns_one_attention_map_per_hop():
+    cfg = baseline_preset("cnn_lstm_sa", "smoke", 30, 7, "features")
+    model = CNNLSTMSABaseline(cfg)
+    visual, q, _ = batch(cfg, n=3)
+    logits, maps = model(visual, q, return_attention=True)
+    assert logits.shape == (3, 7) and maps.shape == (3, cfg.attn_hops, 14, 14)
+    torch.testing.assert_close(maps.sum((2, 3)), torch.ones(3, cfg.attn_hops))
+
+
+def test_qtype_answers_the_hand_computed_mode():
+    cfg = BaselineConfig(kind="qtype", num_answers=5, num_families=4)
+    families = [0, 0, 0, 1, 1, 2, 2, 2, 2, 0]
+    answers = [3, 1, 3, 4, 4, 0, 2, 2, 0, 1]
+    model = QTypeBaseline(cfg).fit(families, answers)
+    # family 0: 3,1,3,1 -> tie 1 vs 3, the smaller index wins; family 1: 4; family 2: 0,2,2,0 -> 0;
+    # family 3 never seen -> the overall mode (0:2, 1:2, 2:2, 3:2, 4:2 -> 0)
+    assert model.answer_families([0, 1, 2, 3]).tolist() == [1, 4, 0, 0]
+    model = QTypeBaseline(cfg).fit([0, 0, 1, 2], [2, 2, 3, 2])
+    assert model.answer_families([3, 1, 0]).tolist() == [2, 3, 2]          # unseen -> overall mode 2
+    scores = model(None, None, torch.tensor([1, 0]))
+    assert scores.argmax(1).tolist() == [3, 2]
+
+
+def test_qtype_refuses_bad_input():
+    model = QTypeBaseline(BaselineConfig(kind="qtype", num_answers=3, num_families=2))
+    with pytest.raises(RuntimeError, match="fit"):
+        model.answer_families([0])
+    with pytest.raises(ValueError, match="families must lie in 0..1"):
+        model.fit([0, 2], [0, 1])
+    with pytest.raises(ValueError, match="answers must lie in 0..2"):
+        model.fit([0, 1], [0, 3])
+
+
+def test_config_validation_and_round_trip():
+    cfg = baseline_preset("cnn_lstm", "cpu", 93, 28)
+    assert cfg.stem == "pixels" and cfg.image_size == 80 and cfg.map_size == 10 and cfg.lr == 5e-4
+    assert BaselineConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="kind='mlp' is not one of"):
+        BaselineConfig(kind="mlp")
+    with pytest.raises(ValueError, match="unknown BaselineConfig fields: colour"):
+        BaselineConfig.from_dict({"colour": 1})
+    model = build_baseline(cfg)
+    with pytest.raises(ValueError, match=r"expected images of shape \(N, 3, 80, 80\)"):
+        model(torch.zeros(2, 3, 32, 32), torch.ones(2, 3, dtype=torch.long))
+
+
+# -- the pipeline: data -> train / count -> evaluate -> Table 1 -------------------------------
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from filmlib.data.preprocess import preprocess_root
+    root = tmp_path_factory.mktemp("base")
+    for split, n in (("train", 24), ("val", 8)):
+        generate_split(root / "raw", SplitSpec(split=split, num_images=n, questions_per_image=5,
+                                               width=60, height=40, seed=3), progress=False)
+    preprocess_root(root / "raw", root / "h5", splits=("train", "val"), image_size=(32, 32))
+    return root / "h5"
+
+
+@pytest.mark.parametrize("kind", BASELINES)
+def test_train_then_evaluate_each_baseline(kind, data, tmp_path):
+    run = tmp_path / kind
+    summary = train_baseline(data, run, kind, preset_name="smoke", epochs=1, threads=1, progress=False)
+    model, ckpt = load_run(run)
+    assert model.cfg.kind == kind and ckpt["model_config"]["model"] == "baseline"
+    if kind != "qtype":
+        assert summary["epochs"] == 1 and ckpt["train_config"]["lr"] == 5e-4
+    metrics = evaluate_run(run, data, "val", device="cpu")
+    rows = [json.loads(x) for x in (run / "predictions_val.jsonl").read_text().splitlines()]
+    assert len(rows) == 40 and metrics["model"] == model.cfg.label
+    assert metrics["val_accuracy"] == pytest.approx(np.mean([r["prediction"] == r["answer"] for r in rows]))
+    assert f"| {model.cfg.label} (paper) | CLEVR v1.0 test |" in (run / "table1.md").read_text()
+
+
+def test_qtype_run_scores_the_family_modes(data, tmp_path):
+    from filmlib.data.datasets import ClevrQuestionsDataset
+    train_baseline(data, tmp_path, "qtype", preset_name="smoke")
+    train = ClevrQuestionsDataset(data / "train_questions.h5", None)
+    val = ClevrQuestionsDataset(data / "val_questions.h5", None)
+    modes = {}
+    for f in np.unique(train.families):
+        values, counts = np.unique(np.asarray(train.answers)[train.families == f], return_counts=True)
+        modes[int(f)] = int(values[counts.argmax()])
+    overall = np.bincount(np.asarray(train.answers)).argmax()
+    want = np.mean([modes.get(int(f), overall) == a for f, a in zip(val.families, val.answers)])
+    assert evaluate_run(tmp_path, data, "val", device="cpu")["val_accuracy"] == pytest.approx(want)
+
+
+def test_table1_files_and_checks(tmp_path):
+    def rep(overall):
+        return {"overall": overall, "by_type": {t: overall for t in
+                ("count", "exist", "compare_numbers", "query_attribute", "compare_attribute")}}
+    ours = {"Q-type baseline": rep(0.40), "LSTM": rep(0.45), "CNN+LSTM": rep(0.44),
+            "CNN+LSTM+SA": rep(0.60), "CNN+GRU+FiLM (raw pixels)": rep(0.90)}
+    checks = write_table1(ours, tmp_path, "SynthCLEVR val (cpu)")
+    assert [p["holds"] for p in checks["ordering"]] == [True, False, True, True]
+    assert not checks["ordering_holds"]
+    assert checks["film_error_ratio"] == pytest.approx(0.25) and checks["film_halves_error"]
+    md = (tmp_path / "table1.md").read_text()
+    ours_part, paper_part = md.split("## The paper's numbers")
+    assert "| LSTM | SynthCLEVR val (cpu) | 45.0 |" in ours_part and "97.7" not in ours_part
+    assert "| CNN+GRU+FiLM | CLEVR v1.0 test | 97.7 |" in paper_part
+    assert "LSTM 45.0 < CNN+LSTM 44.0: **breaks**" in md
+    rows = list(csv.DictReader((tmp_path / "table1.csv").open()))
+    assert [r["source"] for r in rows].count("ours") == 5
+    assert {r["model"]: r["overall"] for r in rows if r["source"] == "paper"}["CNN+LSTM+SA"] == "76.6"
+    assert table1_checks({"CNN+LSTM+SA": rep(0.5), "CNN+GRU+FiLM": rep(0.7)})["film_halves_error"] is False
+
+
+def test_cli_trains_and_evaluates_a_baseline(data, tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "filmlib", *args], capture_output=True, text=True, timeout=300)
+    run = tmp_path / "sa"
+    r = cli("train", "--model", "cnn_lstm_sa", "--data", str(data), "--out", str(run), "--preset", "smoke",
+            "--epochs", "1", "--threads", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["epochs"] == 1
+    r = cli("evaluate", "--run", str(run), "--data", str(data), "--split", "val")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "metrics.json").read_text())["model"] == "CNN+LSTM+SA"
+    r = cli("train", "--model", "lstm", "--ablation", "beta=0", "--data", str(data), "--out", str(run / "x"),
+            "--preset", "smoke")
+    assert r.returncode == 1 and "change FiLM only" in r.stderr and "Traceback" not in r.stderr
