@@ -192,7 +192,7 @@ def _fit_qtype(model: QTypeBaseline, data_dir, out_dir, train_samples, train_kw,
     import time
     start = time.perf_counter()
     train = ClevrQuestionsDataset(_questions_file(data_dir, "train"), None, max_samples=train_samples)
-    model.fit(train.families, train.answers)
+    model.fit(_qtype_groups(model, train), train.answers)
     seconds = time.perf_counter() - start
     out = Path(out_dir)
     cfg = TrainConfig(out_dir=str(out), **train_kw)
@@ -207,9 +207,14 @@ def _fit_qtype(model: QTypeBaseline, data_dir, out_dir, train_samples, train_kw,
             "history": [], "parameters": 0}
 
 
+def _qtype_groups(model: QTypeBaseline, dataset: ClevrQuestionsDataset):
+    """What Q-type groups by: the question family (default) or the program's last function."""
+    return dataset.final_functions if model.cfg.qtype_by == "final_function" else dataset.families
+
+
 def predict_qtype(model: QTypeBaseline, dataset: ClevrQuestionsDataset) -> dict:
     """``filmlib.evaluate.predict``'s output for the Q-type baseline: it reads families, not images."""
-    return {"prediction": model.answer_families(dataset.families).numpy(),
+    return {"prediction": model.answer_families(_qtype_groups(model, dataset)).numpy(),
             "answer": np.asarray(dataset.answers), "family": np.asarray(dataset.families),
             "type": np.asarray(dataset.types), "final_function": np.asarray(dataset.final_functions),
             "image_index": np.asarray(dataset.image_idxs), "question_index": np.asarray(dataset.orig_idxs)}

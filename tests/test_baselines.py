@@ -100,6 +100,7 @@ def test_stacked_attention_computes_the_formula():
 def test_sa_returns_one_attention_map_per_hop():
     cfg = baseline_preset("cnn_lstm_sa", "smoke", 30, 7, "features")
     model = CNNLSTMSABaseline(cfg)
+    assert isinstance(model.project, torch.nn.Conv2d)     # a linear projection, as the authors' code
     visual, q, _ = batch(cfg, n=3)
     logits, maps = model(visual, q, return_attention=True)
     assert logits.shape == (3, 7) and maps.shape == (3, cfg.attn_hops, 14, 14)
@@ -136,6 +137,8 @@ def test_config_validation_and_round_trip():
     assert BaselineConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="kind='mlp' is not one of"):
         BaselineConfig(kind="mlp")
+    with pytest.raises(ValueError, match="qtype_by='type' is not"):
+        BaselineConfig(kind="qtype", qtype_by="type")
     with pytest.raises(ValueError, match="unknown BaselineConfig fields: colour"):
         BaselineConfig.from_dict({"colour": 1})
     model = build_baseline(cfg)
@@ -170,17 +173,19 @@ def test_train_then_evaluate_each_baseline(kind, data, tmp_path):
     assert f"| {model.cfg.label} (paper) | CLEVR v1.0 test |" in (run / "table1.md").read_text()
 
 
-def test_qtype_run_scores_the_family_modes(data, tmp_path):
+@pytest.mark.parametrize("by, attr", [("family", "families"), ("final_function", "final_functions")])
+def test_qtype_run_scores_the_group_modes(by, attr, data, tmp_path):
     from filmlib.data.datasets import ClevrQuestionsDataset
-    train_baseline(data, tmp_path, "qtype", preset_name="smoke")
+    train_baseline(data, tmp_path, "qtype", preset_name="smoke", model_changes={"qtype_by": by})
     train = ClevrQuestionsDataset(data / "train_questions.h5", None)
     val = ClevrQuestionsDataset(data / "val_questions.h5", None)
+    groups = np.asarray(getattr(train, attr))
     modes = {}
-    for f in np.unique(train.families):
-        values, counts = np.unique(np.asarray(train.answers)[train.families == f], return_counts=True)
+    for f in np.unique(groups):
+        values, counts = np.unique(np.asarray(train.answers)[groups == f], return_counts=True)
         modes[int(f)] = int(values[counts.argmax()])
     overall = np.bincount(np.asarray(train.answers)).argmax()
-    want = np.mean([modes.get(int(f), overall) == a for f, a in zip(val.families, val.answers)])
+    want = np.mean([modes.get(int(f), overall) == a for f, a in zip(getattr(val, attr), val.answers)])
     assert evaluate_run(tmp_path, data, "val", device="cpu")["val_accuracy"] == pytest.approx(want)
 
 
