@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
@@ -132,6 +133,39 @@ def write_predictions(path, pred: dict, answer_tokens: list[str]) -> Path:
     return atomic_write_text(path, "".join(lines))
 
 
+def read_correct(path) -> dict[int, bool]:
+    """{question_index: answered correctly} from a predictions file of ``write_predictions``."""
+    out = {}
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                out[int(row["question_index"])] = row["prediction"] == row["answer"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}, line {n}: not a predictions row ({e})") from None
+    return out
+
+
+def mcnemar(a: dict[int, bool], b: dict[int, bool]) -> dict:
+    """McNemar's test of two models scored on the same questions (keys: question indices):
+    ``only_a``/``only_b`` count the questions one answers right and the other wrong; ``p_value``
+    is the two-sided exact binomial p-value of that split under "equally accurate"."""
+    common = a.keys() & b.keys()
+    if not common:
+        raise ValueError("the two models share no scored question")
+    only_a = sum(a[q] and not b[q] for q in common)
+    only_b = sum(b[q] and not a[q] for q in common)
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        p = 1.0
+    else:   # P(X <= k) for X ~ Binomial(n, 1/2), doubled; summed in log space (n can be thousands)
+        logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
+                for i in range(k + 1)]
+        top = max(logs)
+        p = min(1.0, 2 * math.exp(top) * sum(math.exp(x - top) for x in logs))
+    return {"questions": len(common), "only_a": only_a, "only_b": only_b, "p_value": p}
+
+
 def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
@@ -172,16 +206,21 @@ def table1_rows(ours: dict[str, dict], data_label: str) -> list[dict]:
     return rows
 
 
-def table1_checks(ours: dict[str, dict]) -> dict:
+def table1_checks(ours: dict[str, dict], correct: dict[str, dict[int, bool]] | None = None) -> dict:
     """Does our Table 1 show the paper's message? ``ordering``: each consecutive pair of
     TABLE1_ORDER present in ``ours`` with whether the stronger model scored higher overall;
     ``film_error_ratio``: FiLM's error over CNN+LSTM+SA's (the paper: 2.3 / 23.4 = 0.10; the
-    claim is that it is at most 0.5)."""
+    claim is that it is at most 0.5). With ``correct`` ({model: read_correct(...)}) each pair
+    also gets McNemar's test on the questions both answered (``mcnemar``: is the gap more than chance?)."""
     acc = {name: r["overall"] for name, r in ours.items() if r.get("overall") is not None}
     film = next((n for n in acc if n.startswith("CNN+GRU+FiLM")), None)
     chain = [n for n in TABLE1_ORDER[:-1] if n in acc] + ([film] if film else [])
     pairs = [{"weaker": a, "stronger": b, "weaker_acc": acc[a], "stronger_acc": acc[b], "holds": acc[b] > acc[a]}
              for a, b in zip(chain, chain[1:])]
+    for p in pairs:
+        if correct and p["weaker"] in correct and p["stronger"] in correct:
+            t = mcnemar(correct[p["weaker"]], correct[p["stronger"]])
+            p.update(only_weaker_right=t["only_a"], only_stronger_right=t["only_b"], p_value=t["p_value"])
     ratio = None
     if film and "CNN+LSTM+SA" in acc and acc["CNN+LSTM+SA"] < 1:
         ratio = (1 - acc[film]) / (1 - acc["CNN+LSTM+SA"])
@@ -189,12 +228,13 @@ def table1_checks(ours: dict[str, dict]) -> dict:
             "film_error_ratio": ratio, "film_halves_error": None if ratio is None else ratio <= 0.5}
 
 
-def write_table1(ours: dict[str, dict], out_dir, data_label: str = "SynthCLEVR val", name: str = "table1") -> dict:
+def write_table1(ours: dict[str, dict], out_dir, data_label: str = "SynthCLEVR val", name: str = "table1",
+                 correct: dict[str, dict[int, bool]] | None = None) -> dict:
     """``<name>.md`` (our rows; below them, in their own labelled block, the paper's) and
     ``<name>.csv`` (both, with a ``source`` column), written atomically. Returns the checks."""
     out_dir = Path(out_dir)
     rows = table1_rows(ours, data_label)
-    checks = table1_checks(ours)
+    checks = table1_checks(ours, correct)
     head = ["Model", "Data", "Overall"] + [TYPE_NAMES[t] for t in QUESTION_TYPES]
 
     def block(source):
@@ -208,8 +248,12 @@ def write_table1(ours: dict[str, dict], out_dir, data_label: str = "SynthCLEVR v
           "## The paper's numbers (Perez et al. 2017, Table 1; CLEVR v1.0 test; quoted, not run here)", "",
           *block("paper"), "", "## Does ours show the paper's ordering?", ""]
     for p in checks["ordering"]:
-        md.append(f"- {p['weaker']} {100 * p['weaker_acc']:.1f} < {p['stronger']} {100 * p['stronger_acc']:.1f}: "
-                  + ("holds" if p["holds"] else "**breaks**"))
+        line = (f"- {p['weaker']} {100 * p['weaker_acc']:.1f} < {p['stronger']} {100 * p['stronger_acc']:.1f}: "
+                + ("holds" if p["holds"] else "**breaks**"))
+        if "p_value" in p:
+            line += (f" (questions only the first answers right: {p['only_weaker_right']:,}; only the second: "
+                     f"{p['only_stronger_right']:,}; McNemar p = {p['p_value']:.2g})")
+        md.append(line)
     if checks["film_error_ratio"] is not None:
         md.append(f"- FiLM's error / CNN+LSTM+SA's error = {checks['film_error_ratio']:.2f} "
                   f"(the paper: 0.10; the claim: at most 0.5): "

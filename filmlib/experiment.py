@@ -1,17 +1,19 @@
 """Glue between data, models and the trainer: what ``python -m filmlib train | evaluate`` and
-notebook 02 call. A *run directory* holds a training run: ``last.pt`` / ``best.pt``,
+notebooks 02-03 call. A *run directory* holds a training run: ``last.pt`` / ``best.pt``,
 ``metrics.jsonl`` / ``metrics.csv``, and after evaluation ``metrics.json``,
 ``predictions_<split>.jsonl`` and ``table1.md``.
 """
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
+from .config import load_scale
 from .data.datasets import ClevrQuestionsDataset, collate, make_loader
 from .data.vocab import Vocab
 from .io import atomic_write_text
@@ -134,7 +136,6 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
     """Train (or resume) and score each Table 1 baseline of a scale (``filmlib/scales/<scale>.yaml``,
     section ``baselines``) into ``results_dir/<kind>_<scale>``; returns {row name: val metrics}.
     A run whose time budget is already spent resumes, finds nothing left to do, and is re-scored."""
-    from .config import load_scale
     cfg = load_scale(scale)["baselines"]
     out = {}
     for kind in models or cfg["models"]:
@@ -188,8 +189,7 @@ def _questions_file(data_dir, split: str) -> Path:
 
 
 def _fit_qtype(model: QTypeBaseline, data_dir, out_dir, train_samples, train_kw, preset_name) -> dict:
-    """Count answers per family over the train split; write best.pt / last.pt like a trained run."""
-    import time
+    """Count answers per group over the train split; write best.pt / last.pt like a trained run."""
     start = time.perf_counter()
     train = ClevrQuestionsDataset(_questions_file(data_dir, "train"), None, max_samples=train_samples)
     model.fit(_qtype_groups(model, train), train.answers)
@@ -197,7 +197,6 @@ def _fit_qtype(model: QTypeBaseline, data_dir, out_dir, train_samples, train_kw,
     out = Path(out_dir)
     cfg = TrainConfig(out_dir=str(out), **train_kw)
     cfg.extra.update(preset=preset_name, data_dir=str(data_dir), model="qtype")
-    from dataclasses import asdict
     ckpt = {"model": model.state_dict(), "epoch": 1, "step": 0, "best_val": -1.0, "best_epoch": 1,
             "history": [], "train_seconds": seconds, "train_config": asdict(cfg),
             "model_config": model.cfg.to_dict()}

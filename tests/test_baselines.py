@@ -227,3 +227,36 @@ def test_cli_trains_and_evaluates_a_baseline(data, tmp_path):
     r = cli("train", "--model", "lstm", "--ablation", "beta=0", "--data", str(data), "--out", str(run / "x"),
             "--preset", "smoke")
     assert r.returncode == 1 and "change FiLM only" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_mcnemar_on_hand_counted_cases(tmp_path):
+    from filmlib.evaluate import mcnemar, read_correct
+    a = {i: True for i in range(10)}
+    b = {i: i >= 5 for i in range(10)}                      # b misses 5 that a gets, never the reverse
+    t = mcnemar(a, b)
+    assert (t["only_a"], t["only_b"], t["questions"]) == (5, 0, 10)
+    assert t["p_value"] == pytest.approx(2 / 32)            # 2 * P(X <= 0), X ~ Bin(5, 1/2)
+    t = mcnemar({0: True, 1: False, 2: True, 3: False}, {0: False, 1: True, 2: True, 3: False})
+    assert (t["only_a"], t["only_b"]) == (1, 1) and t["p_value"] == 1.0
+    with pytest.raises(ValueError, match="share no scored question"):
+        mcnemar({0: True}, {1: True})
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prediction": "yes", "answer": "yes", "question_index": 4}\n'
+                    '{"prediction": "2", "answer": "3", "question_index": 9}\n')
+    assert read_correct(path) == {4: True, 9: False}
+    path.write_text('{"prediction": "yes"}\n')
+    with pytest.raises(ValueError, match=r"p.jsonl, line 1: not a predictions row"):
+        read_correct(path)
+
+
+def test_table1_reports_the_significance_of_each_gap(tmp_path):
+    def rep(overall):
+        return {"overall": overall, "by_type": {}}
+    right = {i: True for i in range(20)}
+    half = {i: i < 10 for i in range(20)}
+    checks = write_table1({"LSTM": rep(0.5), "CNN+LSTM": rep(1.0)}, tmp_path,
+                          correct={"LSTM": half, "CNN+LSTM": right})
+    (pair,) = checks["ordering"]
+    assert pair["only_weaker_right"] == 0 and pair["only_stronger_right"] == 10
+    assert pair["p_value"] == pytest.approx(2 / 1024)
+    assert "McNemar p = 0.002" in (tmp_path / "table1.md").read_text()
