@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import PRESETS, STEMS, preset
+from .config import PRESETS, STEMS, VisualInput, preset
 from .filmed_network import pixel_stem
 from .generator import question_lengths
 
@@ -47,7 +47,7 @@ LABELS = {"qtype": "Q-type baseline", "lstm": "LSTM", "cnn_lstm": "CNN+LSTM", "c
 
 
 @dataclass(frozen=True)
-class BaselineConfig:
+class BaselineConfig(VisualInput):
     """One baseline (defaults: the CLEVR paper's sizes, on ResNet-101 conv4 features)."""
     kind: str = "cnn_lstm_sa"          # qtype | lstm | cnn_lstm | cnn_lstm_sa
     vocab_size: int = 93
@@ -102,16 +102,6 @@ class BaselineConfig:
     def map_channels(self) -> int:
         """Channels of the image maps the heads read."""
         return self.channels if self.stem == "pixels" else self.feature_channels
-
-    @property
-    def map_size(self) -> int:
-        return self.image_size // 2 ** self.stem_layers if self.stem == "pixels" else self.feature_size
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        if self.stem == "pixels":
-            return (self.in_channels, self.image_size, self.image_size)
-        return (self.feature_channels, self.feature_size, self.feature_size)
 
     def variant(self, **changes) -> "BaselineConfig":
         return dataclasses.replace(self, **changes)

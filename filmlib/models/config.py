@@ -14,8 +14,25 @@ STEMS = ("features", "pixels")
 FILM_POSITIONS = ("after_bn", "after_residual", "after_relu2", "after_conv2", "before_conv1")
 
 
+class VisualInput:
+    """What a config with a stem (``stem``, ``image_size``, ``in_channels``, ``stem_layers``,
+    ``feature_channels``, ``feature_size``) derives from it: FiLM's and the baselines' alike."""
+
+    @property
+    def map_size(self) -> int:
+        """Side of the maps after the stem (for square inputs of the configured size)."""
+        return self.image_size // 2 ** self.stem_layers if self.stem == "pixels" else self.feature_size
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one visual input: an image (pixels stem) or a feature map (features)."""
+        if self.stem == "pixels":
+            return (self.in_channels, self.image_size, self.image_size)
+        return (self.feature_channels, self.feature_size, self.feature_size)
+
+
 @dataclass(frozen=True)
-class FiLMConfig:
+class FiLMConfig(VisualInput):
     """The FiLM model (defaults: the paper's best model on ResNet-101 conv4 features)."""
     vocab_size: int = 93               # question tokens, <NULL>=0 <START>=1 <END>=2 <UNK>=3 first
     num_answers: int = 28
@@ -84,18 +101,6 @@ class FiLMConfig:
     @property
     def n_filmed(self) -> int:
         return len(self.filmed)
-
-    @property
-    def map_size(self) -> int:
-        """Side of the maps the ResBlocks see (for square inputs of the configured size)."""
-        return self.image_size // 2 ** self.stem_layers if self.stem == "pixels" else self.feature_size
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one visual input: an image (pixels stem) or a feature map (features)."""
-        if self.stem == "pixels":
-            return (self.in_channels, self.image_size, self.image_size)
-        return (self.feature_channels, self.feature_size, self.feature_size)
 
     def variant(self, **changes) -> "FiLMConfig":
         """A copy with some fields changed (validated), e.g. ``cfg.variant(num_blocks=6)``."""
