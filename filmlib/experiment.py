@@ -17,7 +17,7 @@ from .config import load_scale
 from .data.datasets import ClevrQuestionsDataset, collate, make_loader
 from .data.vocab import Vocab
 from .io import atomic_write_text
-from .evaluate import PAPER_TABLE1, accuracy_report, predict, table1_markdown, write_predictions
+from .evaluate import PAPER_TABLE1, accuracy_report, image_reliance, predict, table1_markdown, write_predictions
 from .models import FiLMConfig, FiLMModel, param_count, preset
 from .models.baselines import BaselineConfig, QTypeBaseline, baseline_preset, build_baseline
 from .train import Trainer, TrainConfig, atomic_save, default_batch, load_checkpoint, resolve_device
@@ -252,5 +252,19 @@ def evaluate_run(run_dir, data_dir, split: str = "val", *, which: str = "best", 
     return metrics
 
 
+def run_image_reliance(run_dir, data_dir, split: str = "val", *, which: str = "best", device: str = "auto",
+                       batch_size: int = 256, seed: int = 0) -> dict:
+    """How much a run's answers come from the image: its accuracy on a split with each question's
+    own image and with another scene's (:func:`filmlib.evaluate.image_reliance`; the swap is a
+    derangement of the scenes within each batch of ``batch_size``, drawn from ``seed``)."""
+    device = resolve_device(device)
+    model, _ = load_run(run_dir, which, device)
+    if isinstance(model, QTypeBaseline) or getattr(model.cfg, "kind", None) == "lstm":
+        raise ValueError(f"{run_dir}: {model_label(model)} reads no image, so there is nothing to swap")
+    dataset = _split_for(model, data_dir, split)
+    result = image_reliance(model, make_loader(dataset, batch_size), batch_fn=default_batch, device=device, seed=seed)
+    return {"model": model_label(model), "split": split, "batch_size": batch_size, "seed": seed, **result}
+
+
 __all__ = ["attention_maps", "run_baselines", "build_baseline_model", "build_model", "evaluate_run", "load_run", "load_split", "model_from_config",
-           "model_label", "predict_qtype", "train_baseline", "train_film", "visual_file"]
+           "model_label", "predict_qtype", "run_image_reliance", "train_baseline", "train_film", "visual_file"]

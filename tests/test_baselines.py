@@ -173,6 +173,20 @@ def test_train_then_evaluate_each_baseline(kind, data, tmp_path):
     assert f"| {model.cfg.label} (paper) | CLEVR v1.0 test |" in (run / "table1.md").read_text()
 
 
+
+def test_image_reliance_of_a_run(data, tmp_path):
+    from filmlib.experiment import run_image_reliance
+    train_baseline(data, tmp_path / "sa", "cnn_lstm_sa", preset_name="smoke", epochs=1, threads=1, progress=False)
+    own = evaluate_run(tmp_path / "sa", data, "val", device="cpu")["val_accuracy"]
+    r = run_image_reliance(tmp_path / "sa", data, "val", device="cpu", batch_size=16)
+    assert r["questions"] == 40 and r["model"] == "CNN+LSTM+SA" and r["batch_size"] == 16
+    assert r["own_images"] == pytest.approx(own) and 0 <= r["other_images"] <= 1
+    assert run_image_reliance(tmp_path / "sa", data, "val", device="cpu", batch_size=16, seed=0) == r
+    train_baseline(data, tmp_path / "lstm", "lstm", preset_name="smoke", epochs=1, threads=1, progress=False)
+    with pytest.raises(ValueError, match="LSTM reads no image"):
+        run_image_reliance(tmp_path / "lstm", data, "val", device="cpu")
+
+
 @pytest.mark.parametrize("by, attr", [("family", "families"), ("final_function", "final_functions")])
 def test_qtype_run_scores_the_group_modes(by, attr, data, tmp_path):
     from filmlib.data.datasets import ClevrQuestionsDataset
