@@ -15,7 +15,8 @@ measured before and after the runs (the higher is used: the machine is shared an
 drifts by tens of percent over a day).
 
 For the paper preset a second, "reference" run trains the same model and batch the way the
-authors' code does (nn.GRU over 46 padded positions, NCHW, unfused Adam, no huge pages), so
+authors' code does (nn.GRU over 46 padded positions, NCHW, unfused Adam, no huge pages, glibc's default
+allocation), so
 the speed-up over it comes from one run on one machine.
 Writes results/bench/train.json and train.md.
 """
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
 from filmlib.io import atomic_write_text
+from filmlib.memory import retain_freed_memory
 from filmlib.models import FiLMModel, param_count, preset
 from filmlib.models import question_lengths as question_lengths_of
 
@@ -100,7 +102,7 @@ def padded_encode(generator, questions):
 
 def one(preset_name: str, stem: str, threads: int, style: str = "filmlib") -> dict:
     """style "filmlib": as filmlib.train.Trainer runs on the CPU (fast GRU, NHWC, fused Adam,
-    THP allocation). style "reference": the same model the way the authors' code runs it
+    THP allocation, freed memory kept for reuse). style "reference": the same model the way the authors' code runs it
     (nn.GRU over questions padded to CLEVR's 46 tokens, NCHW, unfused Adam, no THP), so that
     a speed-up can be read off one run on one machine."""
     torch.set_num_threads(threads)
@@ -114,6 +116,7 @@ def one(preset_name: str, stem: str, threads: int, style: str = "filmlib") -> di
         q = torch.cat([q, q.new_zeros(BATCH, max(0, CLEVR_PADDED - q.shape[1]))], 1)
         opt = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=1e-5)
     else:
+        retain_freed_memory()                  # as the Trainer does on the CPU (filmlib.memory)
         model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=1e-5, fused=True)
         if visual.dim() == 4:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .io import atomic_path, atomic_write_text
+from .memory import retain_freed_memory
 
 
 class TrainingDiverged(RuntimeError):
@@ -55,6 +56,7 @@ class TrainConfig:
     channels_last: bool | None = None # NHWC images and conv weights (None: on the CPU, where
                                       # oneDNN's convolutions run faster in that layout)
     fused_adam: bool = True           # one fused Adam kernel over each tensor (same update rule)
+    retain_memory: bool | None = None # keep freed memory for reuse (filmlib.memory; None: on the CPU)
     progress: bool = True
     extra: dict = field(default_factory=dict)   # recorded in checkpoints (e.g. the model preset)
 
@@ -133,6 +135,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
+        retain = cfg.retain_memory if cfg.retain_memory is not None else self.device.type == "cpu"
+        self.retains_memory = retain_freed_memory() if retain else False
         if self.distributed:
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", local_rank)
