@@ -7,7 +7,9 @@ at 56) it times, in NCHW and in channels-last (NHWC): the forward pass, the inpu
 weight gradient, and the copy of the input and of the output gradient to NCHW (what computing the
 weight gradient in NCHW from NHWC tensors would cost); and the weight gradient as filmlib's
 ``StemConv2d`` computes it from NHWC tensors (``s2d_weight_grad``: four matrix products over a
-space-to-depth copy of the input). Best of ``--repeats`` after one warm-up. The fp32 matmul peak
+space-to-depth copy of the input) and ``im2col_weight_grad`` (one product over the unfolded 4x4
+patches, what it uses for image inputs). Freed memory is kept for reuse, as the Trainer does
+(``filmlib.memory``). Best of ``--repeats`` after one warm-up. The fp32 matmul peak
 is measured in the same run, since this machine's speed drifts by tens of percent.
 Writes results/bench/stem_conv.json and stem_conv.md.
 """
@@ -25,7 +27,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from filmlib.io import atomic_write_text  # noqa: E402
-from filmlib.models.stem_conv import s2d_weight_grad  # noqa: E402
+from filmlib.memory import retain_freed_memory  # noqa: E402
+from filmlib.models.stem_conv import im2col_weight_grad, s2d_weight_grad  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "bench"
 SHAPES = [(3, 224), (128, 112), (128, 56)]        # (input channels, input side) of stem layers 1-3
@@ -68,6 +71,8 @@ def measure(c_in: int, side: int, repeats: int) -> dict:
     xl, gl = x.contiguous(memory_format=torch.channels_last), go.contiguous(memory_format=torch.channels_last)
     row["nhwc_s2d_weight_grad_ms"] = best_ms(lambda: s2d_weight_grad(gl.permute(0, 2, 3, 1),
                                                                       xl.permute(0, 2, 3, 1)), repeats)
+    row["nhwc_im2col_weight_grad_ms"] = best_ms(lambda: im2col_weight_grad(gl.permute(0, 2, 3, 1),
+                                                                            xl.permute(0, 2, 3, 1)), repeats)
     row["nhwc_to_nchw_input_ms"] = best_ms(lambda: xl.contiguous(), repeats)
     row["nhwc_to_nchw_output_grad_ms"] = best_ms(lambda: gl.contiguous(), repeats)
     return row
@@ -79,6 +84,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    retain_freed_memory()
     peak = [matmul_peak_gflops()]
     rows = [measure(c, s, a.repeats) for c, s in SHAPES]
     peak.append(matmul_peak_gflops())
@@ -92,14 +98,16 @@ def main(argv=None):
     md = ["# Pixel-stem convolution by layout (ms)", "",
           f"`python benchmarks/bench_stem_conv.py --threads {a.threads}`; batch {BATCH}, 4x4 stride 2, "
           f"{OUT_CHANNELS} output channels; best of {a.repeats}; fp32 matmul peak {peak[0]} / {peak[1]} GFLOP/s "
-          "(2048x2048, before / after). `weight_grad s2d`: filmlib's `s2d_weight_grad`, from NHWC tensors.", "",
+          "(2048x2048, before / after). `weight_grad s2d` / `im2col`: filmlib's `s2d_weight_grad` / "
+          "`im2col_weight_grad`, from NHWC tensors; StemConv2d uses the first from 64 input channels, the second "
+          "up to 4.", "",
           "| input | " + " | ".join(f"{c} NCHW | {c} NHWC" for c in cols)
-          + " | weight_grad s2d | NHWC->NCHW input | NHWC->NCHW grad |",
-          "|---|" + "---|" * (2 * len(cols) + 3)]
+          + " | weight_grad s2d | weight_grad im2col | NHWC->NCHW input | NHWC->NCHW grad |",
+          "|---|" + "---|" * (2 * len(cols) + 4)]
     for r in rows:
         cells = [str(r.get(f"{f}_{c}_ms", "")) for c in cols for f in ("nchw", "nhwc")]
         md.append(f"| {r['in_channels']}x{r['side']}x{r['side']} | " + " | ".join(cells)
-                  + f" | {r['nhwc_s2d_weight_grad_ms']} | {r['nhwc_to_nchw_input_ms']} | {r['nhwc_to_nchw_output_grad_ms']} |")
+                  + f" | {r['nhwc_s2d_weight_grad_ms']} | {r['nhwc_im2col_weight_grad_ms']} | {r['nhwc_to_nchw_input_ms']} | {r['nhwc_to_nchw_output_grad_ms']} |")
     atomic_write_text(OUT / "stem_conv.md", "\n".join(md) + "\n")
 
 
