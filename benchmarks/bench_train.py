@@ -15,9 +15,8 @@ measured before and after the runs (the higher is used: the machine is shared an
 drifts by tens of percent over a day).
 
 For the paper preset a second, "reference" run trains the same model and batch the way the
-authors' code does (nn.GRU over 46 padded positions, NCHW, unfused Adam, no huge pages, glibc's default
-allocation), so
-the speed-up over it comes from one run on one machine.
+authors' code does (nn.GRU over 46 padded positions, NCHW, unfused Adam, no huge pages, glibc's
+default allocation), so the speed-up over it comes from one run on one machine.
 Writes results/bench/train.json and train.md.
 """
 from __future__ import annotations
@@ -102,9 +101,9 @@ def padded_encode(generator, questions):
 
 def one(preset_name: str, stem: str, threads: int, style: str = "filmlib") -> dict:
     """style "filmlib": as filmlib.train.Trainer runs on the CPU (fast GRU, NHWC, fused Adam,
-    THP allocation, freed memory kept for reuse). style "reference": the same model the way the authors' code runs it
-    (nn.GRU over questions padded to CLEVR's 46 tokens, NCHW, unfused Adam, no THP), so that
-    a speed-up can be read off one run on one machine."""
+    THP allocation, freed memory kept for reuse). style "reference": the same model the way the
+    authors' code runs it (nn.GRU over questions padded to CLEVR's 46 tokens, NCHW, unfused Adam,
+    no THP, glibc's default allocation), so that a speed-up can be read off one run on one machine."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

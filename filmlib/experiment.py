@@ -174,9 +174,14 @@ def question_only_batch(batch: dict):
     return answers.new_zeros(answers.shape[0], 0, dtype=torch.float32), batch["questions"], answers
 
 
+def _reads_image(model) -> bool:
+    """False for the question-only baselines (Q-type, LSTM)."""
+    return not isinstance(model, QTypeBaseline) and getattr(model.cfg, "kind", None) != "lstm"
+
+
 def _split_for(model, data_dir, split: str, max_samples: int | None = None):
     """The split with the visual input the model reads (none for question-only models)."""
-    if getattr(model.cfg, "kind", None) == "lstm":
+    if not _reads_image(model):
         return ClevrQuestionsDataset(_questions_file(data_dir, split), None, max_samples=max_samples)
     return load_split(data_dir, split, model.cfg.stem, max_samples=max_samples)
 
@@ -259,7 +264,7 @@ def run_image_reliance(run_dir, data_dir, split: str = "val", *, which: str = "b
     derangement of the scenes within each batch of ``batch_size``, drawn from ``seed``)."""
     device = resolve_device(device)
     model, _ = load_run(run_dir, which, device)
-    if isinstance(model, QTypeBaseline) or getattr(model.cfg, "kind", None) == "lstm":
+    if not _reads_image(model):
         raise ValueError(f"{run_dir}: {model_label(model)} reads no image, so there is nothing to swap")
     dataset = _split_for(model, data_dir, split)
     result = image_reliance(model, make_loader(dataset, batch_size), batch_fn=default_batch, device=device, seed=seed)

@@ -12,8 +12,9 @@ and the whole ``paper``/pixels step went from about 10.9 s to 9.5 s (see the REA
 (``M_MMAP_MAX = 0``) and never to trim freed memory back to the kernel (``M_TRIM_THRESHOLD =
 -1``, which glibc documents as "disables trimming completely"). After a warm-up step or two a
 ``paper`` pixel step then takes no page faults and almost no system time (measured with
-``getrusage``: 0 minor faults and 0.01 s of system time, against about 23,000 faults and 3.0 s). The process's resident size then stays at its peak (about 1.4x higher on the
-``paper`` pixel step: 5.3 GB instead of 3.7 GB), which is the price. The Trainer calls it when it
+``getrusage``: 0 minor faults and 0.01 s of system time, against about 23,000 faults and 3.0 s).
+The process's resident size then stays at its peak (about 1.4x higher on the ``paper`` pixel
+step: 5.3 GB instead of 3.7 GB), which is the price. The Trainer calls it when it
 trains on the CPU (``TrainConfig.retain_memory``); elsewhere it is a no-op returning False.
 """
 from __future__ import annotations

@@ -36,9 +36,19 @@ from torch import Tensor, nn
 
 __all__ = ["StemConv2d", "im2col_weight_grad", "s2d_weight_grad"]
 
-MIN_CHANNELS = 64        # below this the products are too thin (3->128 at 224: oneDNN is faster)
-MAX_IM2COL_CHANNELS = 4  # image inputs: one product over unfolded 4x4 patches (3->128 at 224: 2x)
+MIN_CHANNELS = 64        # below this the space-to-depth products are too thin for oneDNN to lose
+MAX_IM2COL_CHANNELS = 4  # image inputs: one product over unfolded 4x4 patches (3->128 at 224: ~1.5x)
 MIN_OUT_SIDE = 48        # 128->128 at 56->28 is a tie; 112->56 is about twice as fast
+
+
+def _sizes(name: str, go: Tensor, x: Tensor) -> tuple[int, int, int, int, int]:
+    """(N, C, O, Ho, Wo) of an NHWC input x and output gradient go of a 4x4 stride-2 convolution;
+    raises unless the input sides are even and the output is half their size."""
+    N, H, W, C = x.shape
+    if H % 2 or W % 2 or go.shape[:3] != (N, H // 2, W // 2):
+        raise ValueError(f"{name} needs an even input side and a half-size output; "
+                         f"got input {tuple(x.shape)} and output gradient {tuple(go.shape)}")
+    return N, C, go.shape[-1], H // 2, W // 2
 
 
 def s2d_weight_grad(go: Tensor, x: Tensor) -> Tensor:
@@ -47,12 +57,7 @@ def s2d_weight_grad(go: Tensor, x: Tensor) -> Tensor:
     go: (N, Ho, Wo, O) and x: (N, H, W, C), both channels-last (NHWC) and contiguous, with
     H = 2 Ho and W = 2 Wo. Returns (O, C, 4, 4), contiguous.
     """
-    N, H, W, C = x.shape
-    O = go.shape[-1]
-    if H % 2 or W % 2 or go.shape[:3] != (N, H // 2, W // 2):
-        raise ValueError(f"s2d_weight_grad needs an even input side and a half-size output; "
-                         f"got input {tuple(x.shape)} and output gradient {tuple(go.shape)}")
-    Ho, Wo = H // 2, W // 2
+    N, C, O, Ho, Wo = _sizes("s2d_weight_grad", go, x)
     U, V = Ho + 1, Wo + 1                              # cells of the padded input
     rows = N * U * V
     # cells, plus V + 1 zero rows so the largest shift stays inside the buffer
@@ -84,12 +89,7 @@ def im2col_weight_grad(go: Tensor, x: Tensor) -> Tensor:
     """The same weight gradient as :func:`s2d_weight_grad` (same arguments, NHWC), as one
     (O x positions) @ (positions x 16C) product over the unfolded 4x4 input patches; for inputs
     with few channels, where the space-to-depth products would be too thin."""
-    N, H, W, C = x.shape
-    O = go.shape[-1]
-    if H % 2 or W % 2 or go.shape[:3] != (N, H // 2, W // 2):
-        raise ValueError(f"im2col_weight_grad needs an even input side and a half-size output; "
-                         f"got input {tuple(x.shape)} and output gradient {tuple(go.shape)}")
-    Ho, Wo = H // 2, W // 2
+    N, C, O, Ho, Wo = _sizes("im2col_weight_grad", go, x)
     xp = F.pad(x, (0, 0, 1, 1, 1, 1))                   # (N, H+2, W+2, C), zero border
     sn, sh, sw, sc = xp.stride()
     patches = xp.as_strided((N, Ho, Wo, 4, 4, C), (sn, 2 * sh, 2 * sw, sh, sw, sc))
@@ -99,7 +99,8 @@ def im2col_weight_grad(go: Tensor, x: Tensor) -> Tensor:
 
 
 class _StemConv(torch.autograd.Function):
-    """conv2d(x, weight, bias, stride 2, padding 1) with the weight gradient of s2d_weight_grad."""
+    """conv2d(x, weight, bias, stride 2, padding 1) with the weight gradient of s2d_weight_grad
+    (or of im2col_weight_grad for inputs of at most MAX_IM2COL_CHANNELS channels)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
