@@ -10,9 +10,11 @@ backward + Adam, timed after warm-up steps.
 Useful FLOPs count only real work, as torch's FlopCounterMode sees one training step: the
 convolutions, the linear layers, and the GRU's gate products over each question's real tokens
 (filmlib's GRU sorts questions by length and never touches padding; its oneDNN products are
-registered with the counter below). They are compared with this machine's fp32 matmul peak,
-measured before and after the runs (the higher is used: the machine is shared and its speed
-drifts by tens of percent over a day).
+registered with the counter below). They are compared with this machine's fp32 matmul peak
+(2048x2048, torch's matmul), measured before and after the whole run and just before and after
+each row's steps; the highest is used (the machine is shared and its speed drifts by tens of
+percent, within minutes as well as over a day), and each row keeps its own pair, which says how
+fast the machine was while that row ran.
 
 For the paper preset a second, "reference" run trains the same model and batch the way the
 authors' code does (nn.GRU over 46 padded positions, NCHW, unfused Adam, no huge pages, glibc's
@@ -128,6 +130,7 @@ def one(preset_name: str, stem: str, threads: int, style: str = "filmlib") -> di
         opt.step()
 
     warm, timed = STEPS[preset_name]
+    peak_before = matmul_peak(threads)
     for _ in range(warm):
         step()
     with FlopCounterMode(display=False) as counter:
@@ -135,12 +138,15 @@ def one(preset_name: str, stem: str, threads: int, style: str = "filmlib") -> di
     flops = counter.get_total_flops()
     seconds = [_timed(step) for _ in range(timed)]
     per_step = float(np.median(seconds))
+    peak_after = matmul_peak(threads)
     return {"preset": preset_name, "stem": stem, "style": style, "threads": threads, "batch": BATCH,
             "parameters": param_count(model), "mean_question_tokens": float(np.mean(lengths)),
             "samples_per_s": round(BATCH / per_step, 2), "step_seconds": round(per_step, 4),
             "useful_gflop_per_sample": round(flops / BATCH / 1e9, 4),
             "achieved_gflop_per_s": round(flops / per_step / 1e9, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            # the machine's matmul speed just before and after this run's steps: its state at the time
+            "matmul_gflop_per_s_around": [round(peak_before / 1e9, 1), round(peak_after / 1e9, 1)]}
 
 
 def run_one(name: str, stem: str, threads: int, style: str) -> dict:
@@ -182,6 +188,7 @@ def main(argv=None):
                 rows.append(ref)
                 print(json.dumps(ref), flush=True)
     peaks.append(matmul_peak(a.threads))
+    peaks += [p * 1e9 for r in rows for p in r["matmul_gflop_per_s_around"]]
     peak = max(peaks)          # the machine's better moment: the conservative denominator
     for row in rows:
         row["fraction_of_matmul_peak"] = round(row["achieved_gflop_per_s"] * 1e9 / peak, 3)
@@ -192,17 +199,19 @@ def main(argv=None):
     atomic_write_text(OUT / "train.json", json.dumps(result, indent=1) + "\n")
     md = ["# FiLM training speed", "", f"`python benchmarks/bench_train.py --threads {a.threads}`; "
           f"fp32 matmul peak {result['fp32_matmul_peak_gflop_per_s']} GFLOP/s ({a.threads} threads; the "
-          f"higher of {result['matmul_peak_measurements_gflop_per_s']}, measured before and after).", "",
+          f"highest of {len(peaks)} measurements: before and after the whole run, and before and after each row's "
+          f"steps, range {min(peaks) / 1e9:.0f}-{peak / 1e9:.0f}). The machine is shared and its speed drifts; "
+          "`matmul around` is its matmul GFLOP/s just before and after that row's steps.", "",
           "`filmlib`: how `filmlib.train.Trainer` runs on the CPU. `reference`: the same model and batch "
           "run the authors' way (nn.GRU over 46 padded positions, NCHW, unfused Adam), same run. "
           "The authors' own code, measured on this machine earlier (issue 3), for comparison.", "",
-          "| preset | stem | style | params | samples/s | useful GFLOP/s | of peak | peak RSS MB | authors' code, samples/s | vs authors | vs reference |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| preset | stem | style | params | samples/s | useful GFLOP/s | of peak | peak RSS MB | authors' code, samples/s | vs authors | vs reference | matmul around |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['preset']} | {r['stem']} | {r['style']} | {r['parameters']:,} | {r['samples_per_s']} | "
                   f"{r['achieved_gflop_per_s']} | {100 * r['fraction_of_matmul_peak']:.0f}% | {r['peak_rss_mb']} | "
                   f"{r.get('authors_samples_per_s', '')} | {_x(r.get('speedup_vs_authors'))} | "
-                  f"{_x(r.get('speedup_vs_reference'))} |")
+                  f"{_x(r.get('speedup_vs_reference'))} | {' / '.join(f'{v:.0f}' for v in r['matmul_gflop_per_s_around'])} |")
     atomic_write_text(OUT / "train.md", "\n".join(md) + "\n")
 
 

@@ -24,7 +24,7 @@ freed memory kept) four interleaved pairs took 140-214 ms against oneDNN's 231-2
 The forward pass and the input gradient stay with oneDNN (they run near peak already). The
 weight gradient matches oneDNN's to float rounding (tests compare them, and run ``gradcheck``).
 ``StemConv2d`` is an ``nn.Conv2d`` (same parameters, same state_dict); it takes the fast path
-only where it measured faster: CPU, float32, channels-last input, an output of at least 48x48, and
+only where it measured faster: CPU, float32, channels-last input, an output of at least 28x28, and
 at least 64 input channels (space to depth) or at most 4 (unfolded patches). Everywhere else it is
 ``nn.Conv2d``.
 """
@@ -38,7 +38,7 @@ __all__ = ["StemConv2d", "im2col_weight_grad", "s2d_weight_grad"]
 
 MIN_CHANNELS = 64        # below this the space-to-depth products are too thin for oneDNN to lose
 MAX_IM2COL_CHANNELS = 4  # image inputs: one product over unfolded 4x4 patches (3->128 at 224: ~1.5x)
-MIN_OUT_SIDE = 48        # 128->128 at 56->28 is a tie; 112->56 is about twice as fast
+MIN_OUT_SIDE = 28        # 128->128: 112->56 about twice as fast, 56->28 ~1.5x, 28->14 a tie
 
 
 def _sizes(name: str, go: Tensor, x: Tensor) -> tuple[int, int, int, int, int]:
