@@ -66,3 +66,19 @@ def test_generator_takes_the_fast_path_with_the_same_numbers():
     lengths = torch.tensor([5, 3, 7])
     expected = reference_last_states(gen.rnn, gen.embed(q), lengths)
     torch.testing.assert_close(gen.encode(q), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_no_hidden_product_on_the_zero_start_state(monkeypatch):
+    """Step 0 starts from h0 = 0: its hidden gates are the bias alone, so the forward makes one
+    product per later step and the backward one per step after the first (none for h0)."""
+    from filmlib.models import gru as gru_module
+    calls = []
+    real = gru_module._linear
+    monkeypatch.setattr(gru_module, "_linear", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(5, 8, batch_first=True)
+    h = last_states(rnn, torch.randn(3, 4, 5), torch.tensor([4, 2, 3]))
+    assert calls == [3, 2, 1]                       # steps 1..3 (rows still running), none for step 0
+    calls.clear()
+    h.sum().backward()
+    assert calls == [1, 2, 3]                       # backward, steps 3..1

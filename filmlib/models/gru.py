@@ -11,6 +11,8 @@ product for the weight gradient, each of which runs far below the machine's matm
 backward:
 
 - the input projections of every real token are one matrix product (outside the recurrence);
+- the state starts at zero, so step 0's hidden product is its bias alone (no product), and step 0's
+  tokens add nothing to the hidden-weight gradient (they are left out of its product);
 - questions are packed (sorted by length, time-major), so step t works on the first ``batch_sizes[t]`` rows only —
   padding costs nothing, and rows leave the product as their question ends;
 - the per-step hidden products go through oneDNN's linear kernel, which runs this skinny shape
@@ -78,7 +80,10 @@ class _GRURecurrence(torch.autograd.Function):
             rows = slice(start, start + n)
             hp = h[:n]
             h_prev[rows] = hp
-            hg = _linear(hp, w_hh, b_hh).view(n, 3, H)
+            if start == 0:                          # h0 = 0: W_hh h0 + b_hh is the bias alone
+                hg = b_hh.view(1, 3, H).expand(n, 3, H)
+            else:
+                hg = _linear(hp, w_hh, b_hh).view(n, 3, H)
             xs = xg[rows].view(n, 3, H)
             rz = torch.sigmoid(xs[:, :2] + hg[:, :2])
             r, z = rz[:, 0], rz[:, 1]
@@ -123,7 +128,8 @@ class _GRURecurrence(torch.autograd.Function):
                 dh[:n] = torch.addcmul(_linear(dg.view(n, 3 * H), w_hh_t, None), d, z)
             end -= n
         dhg2 = dhg.view(tokens, 3 * H)
-        grad_w = dhg2.t() @ h_prev                              # one product over all tokens
+        first = batch_sizes[0]                                  # step 0's rows: h_prev = h0 = 0
+        grad_w = dhg2[first:].t() @ h_prev[first:]              # one product over all later tokens
         grad_b = dhg2.sum(0)
         return dxg.view(tokens, 3 * H), grad_w, grad_b, None
 

@@ -3,19 +3,20 @@
 On the CPU the `paper` pixel stem spends most of its backward pass in one place: the weight
 gradient of its second layer (128 -> 128 channels, 112x112 -> 56x56, batch 64). oneDNN computes
 it at about a third of this machine's matmul peak (``benchmarks/bench_stem_conv.py``). The same
-gradient is four ordinary matrix products once the input is laid out "space to depth":
+gradient is one ordinary matrix product once the input is laid out "space to depth":
 
 - pad the input by one and cut it into 2x2 cells: ``s2d[n, u, v, (a, b, c)] = x_pad[n, 2u+a, 2v+b, c]``
   (``(H/2+1) x (W/2+1)`` cells of ``4C`` values). The 4x4 stride-2 convolution is then a 2x2
   stride-1 convolution over ``s2d``: kernel tap ``(2i+a, 2j+b)`` reads cell ``(oh+i, ow+j)``.
-- flatten cells and output positions with the same row width ``W/2+1`` (the output gradient gets
-  a zero last row and column). Shifting by ``(i, j)`` is then shifting the flat index by
-  ``i*(W/2+1) + j``: a contiguous slice, never crossing into another row or image where the
-  output gradient is non-zero.
-- so for each ``(i, j)``: ``dW[:, :, 2i+a, 2j+b] = go_flat^T @ s2d_flat[shift : shift + rows]``, one
-  (O x rows) @ (rows x 4C) product; four in all, the same arithmetic as the convolution's.
+- so ``dW[:, :, 2i+a, 2j+b] = sum over cells (u, v) of go[u-i, v-j] (x) s2d[u, v, (a, b)]``. With the
+  output gradient copied four times, shifted by each kernel offset ``(i, j)`` (zero where
+  ``(u-i, v-j)`` is not an output position), that is ONE (4O x cells) @ (cells x 4C) product, the
+  same arithmetic as the convolution's plus the one-cell border. (Four (O x cells) @ (cells x 4C)
+  products over shifted slices of the cells, the first version, took 5-10% longer on the
+  `paper` stem's second and third layers: 1,025-1,092 ms against 960-1,018, and 279-302 against
+  260-273, five interleaved pairs each.)
 
-For an image input (3 channels) those four products are too thin (``4C = 12`` columns). There
+For an image input (3 channels) that product is too thin (``4C = 12`` columns). There
 the weight gradient is one product over the unfolded patches instead (``im2col_weight_grad``):
 every output position's 4x4xC input patch is one row of a (positions x 16C) matrix, and
 ``dW = go_flat^T @ patches``. On the `paper` stem's first layer (3 -> 128, 224 -> 112, batch 64,
@@ -60,29 +61,25 @@ def s2d_weight_grad(go: Tensor, x: Tensor) -> Tensor:
     N, C, O, Ho, Wo = _sizes("s2d_weight_grad", go, x)
     U, V = Ho + 1, Wo + 1                              # cells of the padded input
     rows = N * U * V
-    # cells, plus V + 1 zero rows so the largest shift stays inside the buffer
-    buf = x.new_empty(rows + V + 1, 2, 2, C)
-    buf[rows:].zero_()
-    s = buf[:rows].view(N, U, V, 2, 2, C)
-    s[:, 0].zero_(), s[:, Ho].zero_(), s[:, :, 0].zero_(), s[:, :, Wo].zero_()  # the padding
+    cells = x.new_empty(N, U, V, 2, 2, C)              # cells[n, u, v, a, b, c] = x_pad[n, 2u+a, 2v+b, c]
+    cells[:, 0].zero_(), cells[:, Ho].zero_(), cells[:, :, 0].zero_(), cells[:, :, Wo].zero_()  # the padding
     xr = x.view(N, Ho, 2, Wo, 2, C)                    # x[n, 2p+q, 2r+t, c]
     # padded row 2u+a is x row 2u+a-1: a=1 -> x row 2u (q=0), a=0 -> x row 2(u-1)+1 (q=1)
-    s[:, :Ho, :Wo, 1, 1] = xr[:, :, 0, :, 0]
-    s[:, 1:, :Wo, 0, 1] = xr[:, :, 1, :, 0]
-    s[:, :Ho, 1:, 1, 0] = xr[:, :, 0, :, 1]
-    s[:, 1:, 1:, 0, 0] = xr[:, :, 1, :, 1]
-    cells = buf.view(-1, 4 * C)
-    g = go.new_empty(N, U, V, O)                       # the output gradient, zero last row and column
-    g[:, :Ho, :Wo] = go
-    g[:, Ho].zero_(), g[:, :Ho, Wo].zero_()
-    g = g.view(rows, O)
-    dw = go.new_empty(2, 2, 4 * C, O)                  # [i, j, (a, b, c), o]
+    cells[:, :Ho, :Wo, 1, 1] = xr[:, :, 0, :, 0]
+    cells[:, 1:, :Wo, 0, 1] = xr[:, :, 1, :, 0]
+    cells[:, :Ho, 1:, 1, 0] = xr[:, :, 0, :, 1]
+    cells[:, 1:, 1:, 0, 0] = xr[:, :, 1, :, 1]
+    # shifted[n, u, v, i, j, o] = go[n, u-i, v-j, o]: the output gradient that cell (u, v) meets
+    # through kernel offset (i, j); zero where (u-i, v-j) is not an output position
+    shifted = go.new_empty(N, U, V, 2, 2, O)
     for i in range(2):
         for j in range(2):
-            shift = i * V + j
-            torch.mm(cells[shift:shift + rows].t(), g, out=dw[i, j])
-    # dw[i, j, a, b, c, o] -> W[o, c, 2i+a, 2j+b]
-    return dw.view(2, 2, 2, 2, C, O).permute(5, 4, 0, 2, 1, 3).reshape(O, C, 4, 4)
+            shifted[:, i:i + Ho, j:j + Wo, i, j] = go
+            shifted[:, Ho * (1 - i), :, i, j].zero_()  # the row go does not reach
+            shifted[:, :, Wo * (1 - j), i, j].zero_()  # and the column
+    dw = shifted.view(rows, 4 * O).t() @ cells.view(rows, 4 * C)   # [(i, j, o), (a, b, c)]
+    # dw[i, j, o, a, b, c] -> W[o, c, 2i+a, 2j+b]
+    return dw.view(2, 2, O, 2, 2, C).permute(2, 5, 0, 3, 1, 4).reshape(O, C, 4, 4)
 
 
 def im2col_weight_grad(go: Tensor, x: Tensor) -> Tensor:
