@@ -6,7 +6,7 @@ For each stem layer shape of the `paper` preset (batch 64; 3->128 at 224, 128->1
 at 56) it times, in NCHW and in channels-last (NHWC): the forward pass, the input gradient, the
 weight gradient, and the copy of the input and of the output gradient to NCHW (what computing the
 weight gradient in NCHW from NHWC tensors would cost); and the weight gradient as filmlib's
-``StemConv2d`` computes it from NHWC tensors (``s2d_weight_grad``: four matrix products over a
+``StemConv2d`` computes it from NHWC tensors (``s2d_weight_grad``: one matrix product over a
 space-to-depth copy of the input) and ``im2col_weight_grad`` (one product over the unfolded 4x4
 patches, what it uses for image inputs). Freed memory is kept for reuse, as the Trainer does
 (``filmlib.memory``). Best of ``--repeats`` after one warm-up. The fp32 matmul peak

@@ -141,13 +141,13 @@ def one(preset_name: str, stem: str, threads: int, style: str = "filmlib") -> di
         step()
     # count the stem convolutions' own FLOPs, not those of StemConv2d's weight-gradient products
     # (which also multiply the zero border of the space-to-depth cells): one step on oneDNN's path
-    stem_convs = [m for m in model.modules() if isinstance(m, StemConv2d)]
-    for m in stem_convs:
+    stem_convs = [(m, m.fast) for m in model.modules() if isinstance(m, StemConv2d)]
+    for m, _ in stem_convs:
         m.fast = False
     with FlopCounterMode(display=False) as counter:
         step()
-    for m in stem_convs:
-        m.fast = None
+    for m, fast in stem_convs:
+        m.fast = fast
     flops = counter.get_total_flops()
     seconds = [_timed(step) for _ in range(timed)]
     per_step = float(np.median(seconds))
@@ -185,7 +185,7 @@ def main(argv=None):
         print(json.dumps(one(*a.one[:2], a.threads, a.one[2])))
         return
     peaks = [matmul_peak(a.threads)]
-    rows = []
+    rows, refs = [], {}                        # refs: stem -> the paper reference row
     for name in a.presets:
         for stem in a.stems:
             row = run_one(name, stem, a.threads, "filmlib")
@@ -196,21 +196,20 @@ def main(argv=None):
                 # the same useful work (real tokens only), done in the reference's time
                 ref["useful_gflop_per_sample"] = row["useful_gflop_per_sample"]
                 ref["achieved_gflop_per_s"] = round(row["useful_gflop_per_sample"] * ref["samples_per_s"], 2)
-                row["reference"] = ref
+                refs[stem] = ref
                 rows.append(ref)
                 print(json.dumps(ref), flush=True)
     # the paper rows again, in turn, so that their figure is a median over the machine's moods
     paper = [r for r in rows if r["preset"] == "paper" and r["style"] == "filmlib"]
-    runs = {id(r): [r] for r in paper}
+    runs = [[{k: r[k] for k in TIMED_FIELDS}] for r in paper]    # each row's runs, first its own
     for _ in range(a.repeats - 1):
-        for r in paper:
+        for r, each in zip(paper, runs):
             again = run_one("paper", r["stem"], a.threads, "filmlib")
-            runs[id(r)].append(again)
+            each.append({k: again[k] for k in TIMED_FIELDS})
             print(json.dumps(again), flush=True)
-    for r in paper:
-        each = [{k: x[k] for k in TIMED_FIELDS} for x in runs[id(r)]]      # before r takes the median's
+    for r, each in zip(paper, runs):
         median = sorted(each, key=lambda x: x["samples_per_s"])[(len(each) - 1) // 2]  # lower middle if even
-        ref = r.pop("reference", None)
+        ref = refs.get(r["stem"])
         r.update(median)
         r["runs"] = each
         r["authors_samples_per_s"] = AUTHORS[r["stem"]]
