@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from filmlib.models import FiLMGenerator, preset
+from filmlib.models import FiLMGenerator, panel_gemm, preset
 from filmlib.models.gru import _GRURecurrence, _transpose, fast_gru_supported, last_states
 
 
@@ -12,13 +12,30 @@ def reference_last_states(gru, x, lengths):
     return h[-1]
 
 
+def spy_products(monkeypatch):
+    """Record the row count of every per-step product, by path: "panel" (filmlib's panel GEMM)
+    or "onednn" (oneDNN's linear)."""
+    from filmlib.models import gru as gru_module
+    from filmlib.models import panel_gemm
+    calls = {"panel": [], "onednn": []}
+    real_linear, real_matmul = gru_module._linear, panel_gemm.matmul
+    monkeypatch.setattr(gru_module, "_linear", lambda *a: calls["onednn"].append(a[0].shape[0]) or real_linear(*a))
+    monkeypatch.setattr(panel_gemm, "matmul", lambda x, *a: calls["panel"].append(x.shape[0]) or real_matmul(x, *a))
+    return calls
+
+
+# hidden 24: 3H = 72 is not a multiple of 16, so oneDNN's path; hidden 32: the panel GEMM's
+@pytest.mark.parametrize("hidden, path", [(24, "onednn"), (32, "panel")])
 @pytest.mark.parametrize("lengths", [[3, 9, 1, 5, 9, 2, 7], [4, 4, 4], [1], [6, 1, 1, 1]])
-def test_matches_nn_gru_outputs_and_every_gradient(lengths):
+def test_matches_nn_gru_outputs_and_every_gradient(lengths, hidden, path, monkeypatch):
+    if path == "panel" and not panel_gemm.available():
+        pytest.skip("filmlib's panel GEMM cannot be built here (test_panel_gemm says why)")
+    calls = spy_products(monkeypatch)
     torch.manual_seed(0)
-    gru = torch.nn.GRU(6, 24, batch_first=True)
+    gru = torch.nn.GRU(6, hidden, batch_first=True)
     lengths = torch.tensor(lengths)
     x = torch.randn(len(lengths), int(lengths.max()) + 2, 6, requires_grad=True)  # extra padding
-    w = torch.randn(len(lengths), 24)
+    w = torch.randn(len(lengths), hidden)
     ref = reference_last_states(gru, x, lengths)
     ours = last_states(gru, x, lengths)
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
@@ -29,6 +46,8 @@ def test_matches_nn_gru_outputs_and_every_gradient(lengths):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
     pad_grad = g_ours[0][0, int(lengths[0]):]                  # padding gets exactly no gradient
     assert torch.count_nonzero(pad_grad) == 0
+    steps = 2 * (int(lengths.max()) - 1)                       # forward and backward, none for h0
+    assert len(calls[path]) == steps and not calls["onednn" if path == "panel" else "panel"]
 
 
 def test_gradcheck_in_float64():
@@ -68,17 +87,34 @@ def test_generator_takes_the_fast_path_with_the_same_numbers():
     torch.testing.assert_close(gen.encode(q), expected, atol=1e-6, rtol=1e-5)
 
 
-def test_no_hidden_product_on_the_zero_start_state(monkeypatch):
+@pytest.mark.parametrize("hidden, path", [(8, "onednn"), (16, "panel")])
+def test_no_hidden_product_on_the_zero_start_state(monkeypatch, hidden, path):
     """Step 0 starts from h0 = 0: its hidden gates are the bias alone, so the forward makes one
     product per later step and the backward one per step after the first (none for h0)."""
-    from filmlib.models import gru as gru_module
-    calls = []
-    real = gru_module._linear
-    monkeypatch.setattr(gru_module, "_linear", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    if path == "panel" and not panel_gemm.available():
+        pytest.skip("filmlib's panel GEMM cannot be built here (test_panel_gemm says why)")
+    calls = spy_products(monkeypatch)
     torch.manual_seed(0)
-    rnn = torch.nn.GRU(5, 8, batch_first=True)
+    rnn = torch.nn.GRU(5, hidden, batch_first=True)
     h = last_states(rnn, torch.randn(3, 4, 5), torch.tensor([4, 2, 3]))
-    assert calls == [3, 2, 1]                       # steps 1..3 (rows still running), none for step 0
-    calls.clear()
+    assert calls[path] == [3, 2, 1]                 # steps 1..3 (rows still running), none for step 0
+    calls[path].clear()
     h.sum().backward()
-    assert calls == [1, 2, 3]                       # backward, steps 3..1
+    assert calls[path] == [1, 2, 3]                 # backward, steps 3..1
+
+
+def test_both_paths_give_the_same_numbers(monkeypatch):
+    if not panel_gemm.available():
+        pytest.skip("filmlib's panel GEMM cannot be built here (test_panel_gemm says why)")
+    from filmlib.models import gru as gru_module
+    torch.manual_seed(3)
+    rnn = torch.nn.GRU(7, 48, batch_first=True)
+    x = torch.randn(9, 11, 7, requires_grad=True)
+    lengths = torch.tensor([11, 3, 7, 1, 11, 5, 9, 2, 6])
+    results = []
+    for use in (True, False):
+        monkeypatch.setattr(gru_module, "use_panel_gemm", use)
+        h = last_states(rnn, x, lengths)
+        results.append((h, *torch.autograd.grad(h.square().sum(), [x, *rnn.parameters()])))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

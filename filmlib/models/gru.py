@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from . import panel_gemm
+
 __all__ = ["last_states", "fast_gru_supported"]
 
 
@@ -41,6 +43,24 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     if _LINEAR is not None and x.dtype == torch.float32 and x.device.type == "cpu":
         return _LINEAR(x, weight, bias, "none", [], "")
     return torch.addmm(bias, x, weight.t()) if bias is not None else x @ weight.t()
+
+
+# the per-step products through filmlib's panel GEMM where it applies (tests switch it off to
+# compare with the oneDNN path)
+use_panel_gemm = True
+
+
+def _step_products(w: Tensor, backward: bool):
+    """The recurrence's per-step product with the hidden weight w (3H x H), fixed over one pass:
+    ``f(x, bias)`` = x @ w.T + bias (forward) or x @ w (backward). Through filmlib's panel GEMM
+    on w packed once (:mod:`filmlib.models.panel_gemm`) where it applies, else oneDNN's linear."""
+    k, n = (w.shape[0], w.shape[1]) if backward else (w.shape[1], w.shape[0])
+    if (use_panel_gemm and w.dtype == torch.float32 and w.device.type == "cpu" and w.is_contiguous()
+            and panel_gemm.supports(k, n) and panel_gemm.available()):
+        packed = panel_gemm.pack(w, transposed=not backward)
+        return lambda x, bias=None: panel_gemm.matmul(x.contiguous(), packed, bias)
+    weight = _transpose(w) if backward else w          # oneDNN's linear wants (out x in)
+    return lambda x, bias=None: _linear(x, weight, bias)
 
 
 def _transpose(w: Tensor, block: int = 256) -> Tensor:
@@ -75,6 +95,7 @@ class _GRURecurrence(torch.autograd.Function):
         h_prev = xg.new_empty(tokens, H)            # state entering each step (for dW_hh, dz)
         gates = xg.new_empty(tokens, 3, H)          # r, z, n after their nonlinearities
         hn = xg.new_empty(tokens, H)                # W_hn h + b_hn (needed for dr)
+        product = _step_products(w_hh, backward=False) if len(batch_sizes) > 1 else None
         start = 0
         for n in batch_sizes:
             rows = slice(start, start + n)
@@ -83,7 +104,7 @@ class _GRURecurrence(torch.autograd.Function):
             if start == 0:                          # h0 = 0: W_hh h0 + b_hh is the bias alone
                 hg = b_hh.view(1, 3, H).expand(n, 3, H)
             else:
-                hg = _linear(hp, w_hh, b_hh).view(n, 3, H)
+                hg = product(hp, b_hh).view(n, 3, H)
             xs = xg[rows].view(n, 3, H)
             rz = torch.sigmoid(xs[:, :2] + hg[:, :2])
             r, z = rz[:, 0], rz[:, 1]
@@ -104,7 +125,7 @@ class _GRURecurrence(torch.autograd.Function):
         batch_sizes = ctx.batch_sizes
         H = w_hh.shape[1]
         tokens = h_prev.shape[0]
-        w_hh_t = _transpose(w_hh)                   # (H, 3H): dh_prev = dhg @ w_hh
+        product = _step_products(w_hh, backward=True) if len(batch_sizes) > 1 else None  # dh_prev = dhg @ w_hh
         dh = grad_h.contiguous().clone()            # rows that end later than t keep their grad_h
         dxg = grad_h.new_empty(tokens, 3, H)        # gradient of the input gates
         dhg = grad_h.new_empty(tokens, 3, H)        # gradient of the hidden gates W_hh h + b_hh
@@ -125,7 +146,7 @@ class _GRURecurrence(torch.autograd.Function):
             dg[:, 0], dg[:, 1] = d_r, d_z
             torch.mul(d_new, r, out=dg[:, 2])
             if step > 0:                                        # h0 is a constant: no gradient
-                dh[:n] = torch.addcmul(_linear(dg.view(n, 3 * H), w_hh_t, None), d, z)
+                dh[:n] = torch.addcmul(product(dg.view(n, 3 * H)), d, z)
             end -= n
         dhg2 = dhg.view(tokens, 3 * H)
         first = batch_sizes[0]                                  # step 0's rows: h_prev = h0 = 0
