@@ -19,8 +19,10 @@ fault at the same rate every step, so their warm-up is the minimum.
 
 Useful FLOPs count only real work, as torch's FlopCounterMode sees one training step: the
 convolutions, the linear layers, and the GRU's gate products over each question's real tokens
-(filmlib's GRU sorts questions by length and never touches padding; its oneDNN products are
-registered with the counter below). They are compared with this machine's fp32 matmul peak
+(filmlib's GRU sorts questions by length and never touches padding). The FLOPs are counted on
+one step taken with the GRU's per-step products on oneDNN's linear kernel (registered with the
+counter below; filmlib's compiled panel GEMM, which the timed steps use, does the same
+arithmetic out of the counter's sight) and the stem convolutions on oneDNN's path. They are compared with this machine's fp32 matmul peak
 (2048x2048, torch's matmul), measured before and after the whole run and just before and after
 each row's steps; the highest is used (the machine is shared and its speed drifts by tens of
 percent, within minutes as well as over a day), and each row keeps its own pair, which says how
@@ -55,6 +57,8 @@ from filmlib.io import atomic_write_text
 from filmlib.memory import retain_freed_memory
 from filmlib.models import FiLMModel, param_count, preset
 from filmlib.models import question_lengths as question_lengths_of
+from filmlib.models import gru as gru_module
+from filmlib.models import panel_gemm
 from filmlib.models.stem_conv import StemConv2d
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,13 +168,17 @@ def one(preset_name: str, stem: str, threads: int, style: str = "filmlib") -> di
 
     least, timed = STEPS[preset_name]
     # count the stem convolutions' own FLOPs, not those of StemConv2d's weight-gradient products
-    # (which also multiply the zero border of the space-to-depth cells): one step on oneDNN's
-    # path, taken first so that the warm-up below settles memory for the steps that are timed
+    # (which also multiply the zero border of the space-to-depth cells), and the GRU's per-step
+    # products where the counter sees them (filmlib's panel GEMM is a compiled call it cannot
+    # see; oneDNN's linear does the same arithmetic): one step on oneDNN's paths, taken first so
+    # that the warm-up below settles memory for the steps that are timed
     stem_convs = [(m, m.fast) for m in model.modules() if isinstance(m, StemConv2d)]
     for m, _ in stem_convs:
         m.fast = False
+    panel, gru_module.use_panel_gemm = gru_module.use_panel_gemm, False
     with FlopCounterMode(display=False) as counter:
         step()
+    gru_module.use_panel_gemm = panel
     for m, fast in stem_convs:
         m.fast = fast
     flops = counter.get_total_flops()
@@ -186,6 +194,8 @@ def one(preset_name: str, stem: str, threads: int, style: str = "filmlib") -> di
             "useful_gflop_per_sample": round(flops / BATCH / 1e9, 4),
             "achieved_gflop_per_s": round(flops / per_step / 1e9, 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "gru_steps": ("nn.GRU over padding" if style == "reference"
+                          else "panel GEMM" if panel_gemm.available() else "oneDNN"),
             "warmup_steps": [[round(s, 3), f] for s, f in warm],       # [seconds, minor faults] each
             "timed_steps": [[round(s, 3), f] for s, f in timed_steps],
             # the machine's matmul speed just before and after this run's steps: its state at the time
