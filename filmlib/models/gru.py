@@ -15,8 +15,10 @@ backward:
   tokens add nothing to the hidden-weight gradient (they are left out of its product);
 - questions are packed (sorted by length, time-major), so step t works on the first ``batch_sizes[t]`` rows only —
   padding costs nothing, and rows leave the product as their question ends;
-- the per-step hidden products go through oneDNN's linear kernel, which runs this skinny shape
-  (batch rows against a 4096 x 12288 weight) at about twice MKL's speed on this machine;
+- the per-step hidden products, (rows still running) x 4096 against the 4096 x 12288 weight and
+  back, go through filmlib's panel GEMM (:mod:`filmlib.models.panel_gemm`): the weight is packed
+  once per pass and streamed from memory while the kernel computes, where oneDNN's linear kernel
+  (the fallback, about twice MKL's speed on this skinny shape) reads it and then computes;
 - the backward keeps each step's gate gradients and forms the hidden-weight gradient with ONE
   (3H x tokens) @ (tokens x H) product after the loop, instead of one thin product per step.
 
