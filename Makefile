@@ -65,6 +65,7 @@ bench: setup
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_train.py --threads $(WORKERS)
 	$(PY) benchmarks/bench_stem_conv.py --threads $(WORKERS)
+	$(PY) benchmarks/bench_gru_step.py --threads $(WORKERS)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
 
 from filmlib.io import atomic_write_text
 from filmlib.memory import retain_freed_memory
@@ -72,7 +72,7 @@ TIMED_FIELDS = ("samples_per_s", "step_seconds", "achieved_gflop_per_s", "peak_r
 CLEVR_PADDED = 46                            # CLEVR's longest question, the authors' padded length
 
 
-if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+if hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.ops.mkldnn._linear_pointwise not in flop_registry:
     # filmlib's GRU runs its per-step products through oneDNN's linear kernel, which the
     # counter does not know: x (M, K) against a weight (N, K) is 2*M*K*N FLOPs.
     @register_flop_formula(torch.ops.mkldnn._linear_pointwise)
