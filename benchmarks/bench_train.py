@@ -11,9 +11,10 @@ backward + Adam, timed after warm-up steps.
 Warm-up runs to the steady state a long training run works in. The `filmlib` runs keep freed
 memory for reuse (filmlib.memory); with PyTorch's 2 MB-aligned huge-page blocks, glibc's heap
 still grows for the first several paper-size steps (about 700 fresh huge pages, 0.5-0.8 s of
-system time, a step) before every block finds a freed one to reuse. So after the preset's
-minimum, warm-up goes on until a step takes no minor page fault (at most MAX_WARMUP steps);
-every warm-up step's seconds and faults, and each timed step's faults, are kept in the row.
+system time, a step) before every block finds a freed one to reuse, and a single fault-free
+step does not yet mean it has stopped. So after the preset's minimum, warm-up goes on until
+SETTLED steps in a row take no minor page fault (at most MAX_WARMUP steps); every warm-up
+step's seconds and faults, and each timed step's faults, are kept in the row.
 The reference runs use glibc's default allocation, which gives large blocks back on free: they
 fault at the same rate every step, so their warm-up is the minimum.
 
@@ -66,6 +67,7 @@ OUT = ROOT / "results" / "bench"
 VOCAB, ANSWERS, BATCH = 93, 28, 64
 STEPS = {"smoke": (3, 30), "cpu": (2, 8), "paper": (1, 5)}        # (least warm-up, timed)
 MAX_WARMUP = 14                                # warm-up steps at most, waiting for no page faults
+SETTLED = 2                                    # ... in this many steps in a row
 AUTHORS = {"features": 7.9, "pixels": 5.2}   # the authors' code on this machine (issue 3), samples/s
 TIMED_FIELDS = ("samples_per_s", "step_seconds", "achieved_gflop_per_s", "peak_rss_mb", "matmul_gflop_per_s_around",
                 "warmup_steps", "timed_steps")
@@ -121,11 +123,12 @@ def _faulted(fn) -> tuple[float, int]:
     return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
-def warm_up(step, least: int, most: int, measure=_faulted) -> list[tuple[float, int]]:
-    """Run `least` steps, then more until one takes no minor page fault (memory has settled),
-    `most` in all at the outside; returns each step's (seconds, faults)."""
+def warm_up(step, least: int, most: int, measure=_faulted, settled: int = SETTLED) -> list[tuple[float, int]]:
+    """Run `least` steps, then more until the last `settled` in a row took no minor page fault
+    (memory has settled), `most` in all at the outside; returns each step's (seconds, faults)."""
     done = []
-    while len(done) < most and (len(done) < least or done[-1][1] > 0):
+    while len(done) < most and (len(done) < max(least, settled)
+                                or (settled > 0 and any(f for _, f in done[-settled:]))):
         done.append(measure(step))
     return done
 
@@ -182,7 +185,7 @@ def one(preset_name: str, stem: str, threads: int, style: str = "filmlib") -> di
     for m, fast in stem_convs:
         m.fast = fast
     flops = counter.get_total_flops()
-    warm = warm_up(step, least, MAX_WARMUP if style == "filmlib" else least)
+    warm = warm_up(step, least, MAX_WARMUP, settled=SETTLED) if style == "filmlib" else warm_up(step, least, least, settled=0)
     peak_before = matmul_peak(threads)
     timed_steps = [_faulted(step) for _ in range(timed)]
     seconds = [s for s, _ in timed_steps]

@@ -56,7 +56,7 @@ def test_paper_rows_report_the_median_run_and_keep_every_run(bench, tmp_path):
     assert "the median of 3 runs" in md and "8.0 (108 / 100; 2), 9.0 (109 / 100; 2), 6.0 (106 / 100; 2)" in md
 
 
-def test_warm_up_runs_until_a_step_takes_no_page_fault(bench):
+def test_warm_up_runs_until_steps_in_a_row_take_no_page_fault(bench):
     calls = []
 
     def measured(faults):
@@ -66,12 +66,16 @@ def test_warm_up_runs_until_a_step_takes_no_page_fault(bench):
             step()
             return 1.0, next(it)
         return measure
-    step = lambda: calls.append(1)
-    # at least 2 steps, then on until a step takes no fault
-    assert [f for _, f in bench.warm_up(step, 2, 10, measured([900, 700, 300, 0, 5]))] == [900, 700, 300, 0]
-    assert [f for _, f in bench.warm_up(step, 2, 10, measured([0, 900, 0, 5]))] == [0, 900, 0]
+    step = lambda: calls.append(1)     # noqa: E731
+    # at least 2 steps, then on until the last 2 took no fault
+    assert [f for _, f in bench.warm_up(step, 2, 10, measured([900, 700, 0, 300, 0, 0, 5]), settled=2)] == \
+        [900, 700, 0, 300, 0, 0]
+    # one fault-free step is enough with settled=1
+    assert [f for _, f in bench.warm_up(step, 2, 10, measured([0, 900, 0, 5]), settled=1)] == [0, 900, 0]
     # a quiet start still runs the least number of steps
-    assert len(bench.warm_up(step, 3, 10, measured([0, 0, 0, 0]))) == 3
-    # never settling stops at the most
-    assert len(bench.warm_up(step, 1, 4, measured([700] * 9))) == 4
-    assert len(calls) == 4 + 3 + 3 + 4
+    assert len(bench.warm_up(step, 3, 10, measured([0, 0, 0, 0]), settled=2)) == 3
+    # never settling stops at the most; settled=0 (the reference runs) is exactly `least`
+    assert len(bench.warm_up(step, 1, 4, measured([700] * 9), settled=2)) == 4
+    assert len(bench.warm_up(step, 1, 1, measured([700] * 9), settled=0)) == 1
+    assert len(bench.warm_up(step, 2, 9, measured([700] * 9), settled=0)) == 2
+    assert len(calls) == 6 + 3 + 3 + 4 + 1 + 2
