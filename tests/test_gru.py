@@ -118,3 +118,23 @@ def test_both_paths_give_the_same_numbers(monkeypatch):
         results.append((h, *torch.autograd.grad(h.square().sum(), [x, *rnn.parameters()])))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_cpu_autocast_falls_back_to_torch_products(monkeypatch):
+    """Under a CPU bfloat16 autocast the states are bfloat16, which the panel GEMM does not take:
+    those products go through torch's, with the same numbers as the oneDNN path."""
+    if not panel_gemm.available():
+        pytest.skip("filmlib's panel GEMM cannot be built here (test_panel_gemm says why)")
+    from filmlib.models import gru as gru_module
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(5, 16, batch_first=True)
+    x = torch.randn(3, 4, 5, requires_grad=True)
+    results = []
+    for use in (True, False):
+        monkeypatch.setattr(gru_module, "use_panel_gemm", use)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = last_states(rnn, x, torch.tensor([4, 2, 3]))
+        results.append((h, *torch.autograd.grad(h.float().sum(), [x, rnn.weight_hh_l0])))
+    assert results[0][0].dtype == torch.bfloat16
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)

@@ -44,7 +44,8 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """x @ weight.T (+ bias): oneDNN for float32 on the CPU, addmm otherwise."""
     if _LINEAR is not None and x.dtype == torch.float32 and x.device.type == "cpu":
         return _LINEAR(x, weight, bias, "none", [], "")
-    return torch.addmm(bias, x, weight.t()) if bias is not None else x @ weight.t()
+    weight = weight.to(x.dtype)                 # e.g. bfloat16 states under a CPU autocast
+    return torch.addmm(bias.to(x.dtype), x, weight.t()) if bias is not None else x @ weight.t()
 
 
 # the per-step products through filmlib's panel GEMM where it applies (tests switch it off to
@@ -60,7 +61,12 @@ def _step_products(w: Tensor, backward: bool):
     if (use_panel_gemm and w.dtype == torch.float32 and w.device.type == "cpu" and w.is_contiguous()
             and panel_gemm.supports(k, n) and panel_gemm.available()):
         packed = panel_gemm.pack(w, transposed=not backward)
-        return lambda x, bias=None: panel_gemm.matmul(x.contiguous(), packed, bias)
+
+        def product(x: Tensor, bias: Tensor | None = None) -> Tensor:
+            if x.dtype != torch.float32:                # e.g. under a user's CPU autocast
+                return _linear(x, w.t() if backward else w, bias)
+            return panel_gemm.matmul(x.contiguous(), packed, bias)
+        return product
     weight = _transpose(w) if backward else w          # oneDNN's linear wants (out x in)
     return lambda x, bias=None: _linear(x, weight, bias)
 
