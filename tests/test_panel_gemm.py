@@ -66,6 +66,8 @@ def test_rejects_what_it_does_not_compute():
     with pytest.raises(ValueError, match="bias has 3 values"):
         panel_gemm.matmul(torch.randn(2, 8), packed, torch.randn(3))
     assert panel_gemm.matmul(torch.randn(0, 8), packed).shape == (0, 16)
+    with pytest.raises(ValueError, match="not a packed weight of 8 x 16"):
+        panel_gemm.matmul(torch.randn(2, 8), panel_gemm.PackedWeight(torch.zeros(100), 8, 16))
 
 
 @needs_kernel
@@ -74,6 +76,7 @@ def test_builds_once_into_its_cache(tmp_path):
     stamp = first.stat().st_mtime_ns
     assert panel_gemm.build(tmp_path) == first and first.stat().st_mtime_ns == stamp   # not rebuilt
     assert [p.name for p in tmp_path.iterdir()] == [first.name]                     # no temporary left
+    assert first.stat().st_mode & 0o755 == 0o755                                    # loadable by others
 
 
 def test_a_failed_build_names_the_compiler_and_leaves_nothing(tmp_path, monkeypatch):
@@ -81,6 +84,12 @@ def test_a_failed_build_names_the_compiler_and_leaves_nothing(tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="false could not compile .*panel_gemm.c"):
         panel_gemm.build(tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_missing_compiler_is_a_build_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", "ccache-that-is-not-there gcc")       # a command with arguments, split
+    with pytest.raises(RuntimeError, match="ccache-that-is-not-there gcc could not compile"):
+        panel_gemm.build(tmp_path)
 
 
 def test_switched_off_by_the_environment_and_the_gru_falls_back():

@@ -88,6 +88,8 @@ static void tile_rows(long mr, long kc, const float *A, const float *P, float *C
 
 typedef struct { long M, N, K, p0, p1; const float *Ap, *P, *bias; float *C; } gemm_job;
 
+static inline const char *chunk_bytes(const float *p) { return (const char *)p; }
+
 static void gemm_panels(const gemm_job *j)
 {
     const long M = j->M, N = j->N, K = j->K, tiles = (M + MR - 1) / MR;
@@ -108,11 +110,11 @@ static void gemm_panels(const gemm_job *j)
             for (long t = 0; t < tiles; t++) {
                 const long m0 = t * MR, mr = M - m0 < MR ? M - m0 : MR;
                 long lines = 0;
-                const char *pf = next;
+                const char *pf = chunk_bytes(chunk);       /* any valid address: nothing is read when lines == 0 */
                 if (next) {
                     const long first = t * per_tile;
                     lines = first >= next_lines ? 0 : (next_lines - first < per_tile ? next_lines - first : per_tile);
-                    pf = next + first * 64;
+                    if (lines > 0) pf = next + first * 64;
                 }
                 tile_rows(mr, kc, j->Ap + k0 * tiles * MR + t * kc * MR, chunk, j->C + m0 * N + p * NR, N,
                           j->bias ? j->bias + p * NR : NULL, k0 > 0, pf, lines);
@@ -153,7 +155,7 @@ int panel_gemm(long M, long N, long K, const float *A, const float *P, const flo
 
 typedef struct { long K, N, p0, p1; const float *W; float *P; int transposed; } pack_job;
 
-/* 16 rows (stride ld) x 8 columns of src -> 8 rows x 8 of dst (stride NR), for h = 0, 1 */
+/* an 8 x 8 block: 8 rows of src (stride ld) -> 8 rows of dst (stride NR), transposed */
 static inline void transpose8(const float *s, long ld, float *d)
 {
     __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ld), r2 = _mm256_loadu_ps(s + 2 * ld),

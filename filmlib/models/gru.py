@@ -65,7 +65,7 @@ def _step_products(w: Tensor, backward: bool):
         def product(x: Tensor, bias: Tensor | None = None) -> Tensor:
             if x.dtype != torch.float32:                # e.g. under a user's CPU autocast
                 return _linear(x, w.t() if backward else w, bias)
-            return panel_gemm.matmul(x.contiguous(), packed, bias)
+            return panel_gemm.matmul(x.contiguous(), packed, None if bias is None else bias.contiguous())
         return product
     weight = _transpose(w) if backward else w          # oneDNN's linear wants (out x in)
     return lambda x, bias=None: _linear(x, weight, bias)

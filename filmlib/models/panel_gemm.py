@@ -21,6 +21,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -71,9 +72,13 @@ def build(cache: Path | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".panel_gemm-", suffix=".so", dir=cache)
     os.close(fd)
     try:
-        r = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        try:
+            r = subprocess.run([*shlex.split(cc), *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        except OSError as e:
+            raise RuntimeError(f"{cc} could not compile {SOURCE}: {e}") from e
         if r.returncode != 0:
             raise RuntimeError(f"{cc} could not compile {SOURCE}: {r.stderr.strip()[-2000:]}")
+        os.chmod(tmp, 0o755)                    # mkstemp made it 0600: others sharing the cache load it too
         os.replace(tmp, target)                 # atomic: another process may build the same file
     finally:
         if os.path.exists(tmp):
@@ -146,7 +151,12 @@ def pack(weight: Tensor, transposed: bool) -> PackedWeight:
 def matmul(x: Tensor, b: PackedWeight, bias: Tensor | None = None) -> Tensor:
     """x (m x k) @ B (+ bias, n values): a new (m x n) tensor."""
     lib = _library()
+    if lib is None:
+        raise RuntimeError("filmlib's panel GEMM is unavailable here (see panel_gemm.available())")
     _check(x, "x", 2)
+    _check(b.data, "the packed weight", 1)
+    if b.data.numel() != b.k * b.n or b.data.data_ptr() % 32:
+        raise ValueError(f"not a packed weight of {b.k} x {b.n}: use panel_gemm.pack()")
     if x.shape[1] != b.k:
         raise ValueError(f"x has {x.shape[1]} columns but B has {b.k} rows")
     if bias is not None:
