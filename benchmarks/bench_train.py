@@ -23,7 +23,8 @@ convolutions, the linear layers, and the GRU's gate products over each question'
 (filmlib's GRU sorts questions by length and never touches padding). The FLOPs are counted on
 one step taken with the GRU's per-step products on oneDNN's linear kernel (registered with the
 counter below; filmlib's compiled panel GEMM, which the timed steps use, does the same
-arithmetic out of the counter's sight) and the stem convolutions on oneDNN's path. They are compared with this machine's fp32 matmul peak
+arithmetic out of the counter's sight) and the stem convolutions on oneDNN's path. They are
+compared with this machine's fp32 matmul peak
 (2048x2048, torch's matmul), measured before and after the whole run and just before and after
 each row's steps; the highest is used (the machine is shared and its speed drifts by tens of
 percent, within minutes as well as over a day), and each row keeps its own pair, which says how

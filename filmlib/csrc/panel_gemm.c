@@ -34,6 +34,14 @@
 
 int panel_gemm_abi(void) { return 1; }
 
+/* threads to use: at least one, at most one per panel and MAX_THREADS */
+static int clamp_threads(int threads, long panels)
+{
+    if (threads > panels) threads = (int)panels;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    return threads < 1 ? 1 : threads;
+}
+
 /* One tile: C[0..mr) x [0..16) (+)= A_tile @ chunk over kc rows (kc % 4 == 0). acc: add to C;
    else start from bias (or zero). Prefetches `lines` cache lines from pf, spread over the loop. */
 static inline __attribute__((always_inline)) void tile(const int mr, long kc, const float *A,
@@ -88,8 +96,6 @@ static void tile_rows(long mr, long kc, const float *A, const float *P, float *C
 
 typedef struct { long M, N, K, p0, p1; const float *Ap, *P, *bias; float *C; } gemm_job;
 
-static inline const char *chunk_bytes(const float *p) { return (const char *)p; }
-
 static void gemm_panels(const gemm_job *j)
 {
     const long M = j->M, N = j->N, K = j->K, tiles = (M + MR - 1) / MR;
@@ -110,7 +116,7 @@ static void gemm_panels(const gemm_job *j)
             for (long t = 0; t < tiles; t++) {
                 const long m0 = t * MR, mr = M - m0 < MR ? M - m0 : MR;
                 long lines = 0;
-                const char *pf = chunk_bytes(chunk);       /* any valid address: nothing is read when lines == 0 */
+                const char *pf = (const char *)chunk;     /* any valid address: nothing is read when lines == 0 */
                 if (next) {
                     const long first = t * per_tile;
                     lines = first >= next_lines ? 0 : (next_lines - first < per_tile ? next_lines - first : per_tile);
@@ -142,9 +148,7 @@ int panel_gemm(long M, long N, long K, const float *A, const float *P, const flo
             }
         }
     }
-    if (threads > panels) threads = (int)panels;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads < 1) threads = 1;
+    threads = clamp_threads(threads, panels);
     gemm_job jobs[MAX_THREADS];
     for (int t = 0; t < threads; t++)
         jobs[t] = (gemm_job){M, N, K, panels * t / threads, panels * (t + 1) / threads, Ap, P, bias, C};
@@ -209,9 +213,7 @@ int panel_pack(const float *W, long K, long N, int transposed, float *P, int thr
 {
     if (N % NR || K < 1) return -1;
     const long panels = N / NR;
-    if (threads > panels) threads = (int)panels;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads < 1) threads = 1;
+    threads = clamp_threads(threads, panels);
     pack_job jobs[MAX_THREADS];
     for (int t = 0; t < threads; t++)
         jobs[t] = (pack_job){K, N, panels * t / threads, panels * (t + 1) / threads, W, P, transposed};

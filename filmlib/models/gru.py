@@ -58,17 +58,19 @@ def _step_products(w: Tensor, backward: bool):
     ``f(x, bias)`` = x @ w.T + bias (forward) or x @ w (backward). Through filmlib's panel GEMM
     on w packed once (:mod:`filmlib.models.panel_gemm`) where it applies, else oneDNN's linear."""
     k, n = (w.shape[0], w.shape[1]) if backward else (w.shape[1], w.shape[0])
+    packed = None
     if (use_panel_gemm and w.dtype == torch.float32 and w.device.type == "cpu" and w.is_contiguous()
             and panel_gemm.supports(k, n) and panel_gemm.available()):
         packed = panel_gemm.pack(w, transposed=not backward)
+    # oneDNN's linear wants B as (out x in): w itself forward, w.T backward (made contiguous, for
+    # speed, only where oneDNN does the float32 products; a view serves the other dtypes)
+    weight = w if not backward else w.t() if packed is not None else _transpose(w)
 
-        def product(x: Tensor, bias: Tensor | None = None) -> Tensor:
-            if x.dtype != torch.float32:                # e.g. under a user's CPU autocast
-                return _linear(x, w.t() if backward else w, bias)
+    def product(x: Tensor, bias: Tensor | None = None) -> Tensor:
+        if packed is not None and x.dtype == torch.float32:     # not e.g. under a CPU autocast
             return panel_gemm.matmul(x.contiguous(), packed, None if bias is None else bias.contiguous())
-        return product
-    weight = _transpose(w) if backward else w          # oneDNN's linear wants (out x in)
-    return lambda x, bias=None: _linear(x, weight, bias)
+        return _linear(x, weight, bias)
+    return product
 
 
 def _transpose(w: Tensor, block: int = 256) -> Tensor:

@@ -119,10 +119,22 @@ def supports(k: int, n: int) -> bool:
 
 class PackedWeight:
     """B (k x n) in the kernel's layout. Holds its own copy: later changes to the weight do not
-    reach it, so pack again after every optimizer step (the GRU packs once per pass)."""
+    reach it, so pack again after every optimizer step (the GRU packs once per pass). Checked
+    once here, so that :func:`matmul` can hand it to the kernel as it is."""
 
     def __init__(self, data: Tensor, k: int, n: int):
+        _check(data, "the packed weight", 1)
+        if data.numel() != k * n or data.data_ptr() % 32:
+            raise ValueError(f"not a packed weight of {k} x {n}: use panel_gemm.pack()")
         self.data, self.k, self.n = data, k, n
+
+
+def _require():
+    """The loaded library; raises where it is unavailable."""
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("filmlib's panel GEMM is unavailable here (see panel_gemm.available())")
+    return lib
 
 
 def _check(t: Tensor, name: str, dims: int) -> None:
@@ -134,29 +146,20 @@ def _check(t: Tensor, name: str, dims: int) -> None:
 def pack(weight: Tensor, transposed: bool) -> PackedWeight:
     """Pack B for :func:`matmul`. transposed=True: ``weight`` is B's transpose (n x k), as a
     Linear weight is (``x @ weight.T``); transposed=False: ``weight`` is B (k x n)."""
-    lib = _library()
-    if lib is None:
-        raise RuntimeError("filmlib's panel GEMM is unavailable here (see panel_gemm.available())")
+    lib = _require()
     _check(weight, "weight", 2)
     n, k = weight.shape if transposed else weight.shape[::-1]
     if not supports(k, n):
         raise ValueError(f"panel GEMM needs B's columns a multiple of 16 and rows a multiple of 4; got {k} x {n}")
-    data = torch.empty(k * n, dtype=torch.float32)
-    if data.data_ptr() % 32:                    # torch aligns to 64 bytes; make sure
-        raise RuntimeError("torch returned a buffer that is not 32-byte aligned")
-    lib.panel_pack(weight.data_ptr(), k, n, int(transposed), data.data_ptr(), torch.get_num_threads())
-    return PackedWeight(data, k, n)
+    packed = PackedWeight(torch.empty(k * n, dtype=torch.float32), k, n)   # torch aligns to 64 bytes
+    lib.panel_pack(weight.data_ptr(), k, n, int(transposed), packed.data.data_ptr(), torch.get_num_threads())
+    return packed
 
 
 def matmul(x: Tensor, b: PackedWeight, bias: Tensor | None = None) -> Tensor:
     """x (m x k) @ B (+ bias, n values): a new (m x n) tensor."""
-    lib = _library()
-    if lib is None:
-        raise RuntimeError("filmlib's panel GEMM is unavailable here (see panel_gemm.available())")
+    lib = _require()
     _check(x, "x", 2)
-    _check(b.data, "the packed weight", 1)
-    if b.data.numel() != b.k * b.n or b.data.data_ptr() % 32:
-        raise ValueError(f"not a packed weight of {b.k} x {b.n}: use panel_gemm.pack()")
     if x.shape[1] != b.k:
         raise ValueError(f"x has {x.shape[1]} columns but B has {b.k} rows")
     if bias is not None:
