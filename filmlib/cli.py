@@ -67,6 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     q.add_argument("--paraphrase", action="store_true", help="paraphrase wording, no programs")
 
+    r = sub.add_parser("render", help="draw any CLEVR scene record, optionally beside its real image",
+                       description="Render one scene record of a CLEVR scenes JSON (real CLEVR or "
+                       "SynthCLEVR) through the camera that took it, fitted from its objects' "
+                       "pixel_coords. With --compare, the PNG shows the real image, the render and "
+                       "their difference, and the figures (mean absolute difference, each object's "
+                       "pixel area and mean colour inside its mask) are printed.")
+    r.add_argument("--scenes", required=True, type=Path, help="a CLEVR scenes JSON")
+    r.add_argument("--index", required=True, type=int, help="the scene's image_index")
+    r.add_argument("--out", required=True, type=Path, help="PNG to write")
+    r.add_argument("--compare", type=Path, help="the real image of that scene, to draw beside the render")
+    r.add_argument("--masks", type=Path, help="stored outlines of the real objects (grey PNG, level k+1 "
+                   "for object k); default: outlined from the real image (filmlib.synth.fidelity)")
+    r.add_argument("--width", type=_positive, default=480, help="width of the render (default 480; "
+                   "with --compare, the real image's)")
+    r.add_argument("--height", type=_positive, default=320, help="height (default 320)")
+
     pp = sub.add_parser("preprocess", help="tokenise questions and cache images/features in HDF5",
                         description="Write vocab.json and <split>_questions.h5 / <split>_images.h5 "
                         "(and <split>_features.h5) for a CLEVR-layout dataset, in the authors' formats.")
@@ -140,6 +156,10 @@ def _run(args) -> dict:
     elif args.command == "merge":
         from .synth.generate import merge_shards
         summary = merge_shards(args.out, args.split, args.shards)
+    elif args.command == "render":
+        from .synth.fidelity import render_command
+        summary = render_command(args.scenes, args.index, args.out, compare_with=args.compare,
+                                 masks=args.masks, width=args.width, height=args.height)
     elif args.command == "preprocess":
         from .data.preprocess import preprocess_root
         report = preprocess_root(args.root, args.out, splits=tuple(args.splits),

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -11,7 +12,8 @@ from filmlib.data import clevr
 from filmlib.programs import execute
 from filmlib.synth import generate as gen
 from filmlib.synth.attributes import COGENT
-from filmlib.synth.generate import SplitSpec, generate_split, humans_path, merge_shards
+from filmlib.synth.generate import (REVISION_DATE, SplitSpec, generate_split, humans_path,
+                                    merge_shards)
 from filmlib.synth.text import CLEVR_LEXICON, vocabulary
 
 from synth_helpers import layout_scenes
@@ -46,10 +48,14 @@ def test_layout_and_contents(made):
         assert set(q) == {"split", "image_index", "image_filename", "question", "answer", "program",
                           "question_family_index", "question_index"}
         assert execute(q["program"], scenes[q["image_index"]]) == q["answer"]
-    with Image.open(clevr.image_path(root, "val", 3)) as im:
-        assert im.size == (64, 48) and im.mode == "RGB"
+    with Image.open(clevr.image_path(root, "val", 3)) as im:   # opaque RGBA, as CLEVR's
+        assert im.size == (64, 48) and im.mode == "RGBA"
+        assert np.asarray(im)[..., 3].min() == 255
     info = clevr.read_info(clevr.questions_path(root, "val"))
     assert info["split"] == "val" and info["synthclevr"]["seed"] == 5
+    # CLEVR's info keys, with a date fixed by the generator's revision (bytes stay reproducible)
+    assert {"split", "version", "date", "license"} <= set(info)
+    assert info["date"] == REVISION_DATE and clevr.read_info(clevr.scenes_path(root, "val"))["date"]
     rejected = info["question_engine"]["rejected"]
     assert rejected["degenerate_pruned"] > 0 and rejected["constraint"] > 0
     used = info["question_engine"]["phrasings"]           # family -> phrasing -> questions

@@ -57,7 +57,8 @@ def test_placement_rules(sample):
         for i, a in enumerate(objs):
             x, y, z = a["3d_coords"]
             assert -3 < x < 3 and -3 < y < 3
-            assert z == pytest.approx(half_extent(a["shape"], a["size"]))
+            # every shape rests on the floor at z = r, cubes included (CLEVR's files)
+            assert z == pytest.approx(SIZE_RADIUS[a["size"]]) == half_extent(a["shape"], a["size"])
             col, row, depth = camera.project(a["3d_coords"])
             assert a["pixel_coords"][:2] == [int(round(col)), int(round(row))]
             assert a["pixel_coords"][2] == pytest.approx(depth)
@@ -175,4 +176,24 @@ def test_camera_override_is_used():
     cam = Camera(position=(8.0, -6.0, 5.0), width=64, height=64)
     scene, _ = make_scene(np.random.default_rng(0), width=64, height=64, split="val",
                           image_index=0, camera=cam)
-    assert scene["directions"] == cam.directions()
+    for obj in scene["objects"]:
+        col, row, depth = cam.project(obj["3d_coords"])
+        assert obj["pixel_coords"] == [int(round(col)), int(round(row)), pytest.approx(depth)]
+
+
+# CLEVR v1.0's stored directions: the same in every real scene file
+CLEVR_BEHIND = (-0.754490315914154, 0.6563112735748291, 0.0)
+CLEVR_LEFT = (-0.6563112735748291, -0.7544902563095093, 0.0)
+
+
+def test_directions_are_the_unjittered_cameras(sample):
+    """As in CLEVR's files: relations follow the fixed view, whatever the picture's jitter."""
+    fixed = default_camera().directions()
+    assert fixed["behind"] == pytest.approx(CLEVR_BEHIND, abs=2e-5)
+    assert fixed["left"] == pytest.approx(CLEVR_LEFT, abs=2e-5)
+    cameras = set()
+    for scene, _, camera in sample:
+        assert scene["directions"] == fixed
+        cameras.add(camera.position)
+        assert camera.directions() != fixed       # the picture's camera was jittered
+    assert len(cameras) == len(sample)

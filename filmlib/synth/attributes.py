@@ -44,13 +44,17 @@ ANSWERS = ("yes", "no") + tuple(str(i) for i in range(11)) + COLORS + SHAPES + M
 
 
 def half_extent(shape: str, size: str) -> float:
-    """Half the height of an object (its centre's z when it rests on the ground).
+    """Half the height of an object: its centre's z when it rests on the ground.
 
-    CLEVR scales a unit cube by ``r / sqrt(2)`` so that its footprint fits the bounding
-    radius ``r``; spheres and cylinders are scaled by ``r``.
+    Every shape is CLEVR's unit primitive scaled by the size's ``r``: a sphere of radius r,
+    a cylinder of radius r and half-height r, a cube of half-side r. The released scene files
+    put every object, cubes included, at z = r, and real cubes measured in the images have
+    half-side r (so a cube's footprint reaches r * sqrt(2) at its corners, beyond the radius
+    the placement rules use).
     """
-    r = SIZE_RADIUS[size]
-    return r / 2 ** 0.5 if shape == "cube" else r
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+    return SIZE_RADIUS[size]
 
 
 def allowed_colors(shape: str, cogent: str | None) -> tuple[str, ...]:

@@ -16,8 +16,10 @@ from functools import cached_property
 
 import numpy as np
 
-#: Camera centre fitted to CLEVR v1.0 (scene units).
-DEFAULT_POSITION = (7.5, -6.5, 5.3)
+#: Camera centre fitted to CLEVR v1.0 (scene units); its bearing is set so that the default
+#: camera's ``directions`` are the ones every real CLEVR scene file stores (behind =
+#: (-0.75449, 0.65631, 0)), which come from the un-jittered camera.
+DEFAULT_POSITION = (7.5, -6.524, 5.3)
 
 
 @dataclass(frozen=True)
@@ -102,3 +104,38 @@ def sample_camera(rng: np.random.Generator, width: int = 480, height: int = 320,
     offset = rng.uniform(-jitter, jitter, size=3)
     position = tuple(float(p) for p in np.add(DEFAULT_POSITION, offset))
     return Camera(position=position, width=width, height=height)
+
+
+def fit_camera(points, pixel_coords, width: int = 480, height: int = 320, *,
+               scale: float = 1.0, iterations: int = 20) -> Camera:
+    """The jittered camera that took a CLEVR image, from its objects.
+
+    ``points`` (N, 3) are the objects' ``3d_coords`` and ``pixel_coords`` (N, 3) their stored
+    ``[column, row, depth]`` at ``scale`` times this camera's size (so a 480x320 record can
+    be drawn at 240x160 with ``scale=2``). Gauss-Newton over the camera centre, aimed at the
+    origin with no roll as CLEVR's is; the stored depth (a float) pins the distance, the
+    rounded pixel positions the bearing.
+    """
+    pts = np.asarray(points, np.float64).reshape(-1, 3)
+    target = np.asarray(pixel_coords, np.float64).reshape(-1, 3)
+    if len(pts) != len(target) or len(pts) == 0:
+        raise ValueError(f"fit_camera needs as many pixel_coords as points (got {len(target)} "
+                         f"and {len(pts)}, at least one)")
+
+    def residual(pos):
+        proj = Camera(tuple(pos), width=round(width * scale), height=round(height * scale)
+                      ).project(pts)
+        # a unit of depth weighs like 50 px: the float depth is far more precise than the
+        # rounded pixel positions
+        return np.concatenate([proj[:, 0] - target[:, 0], proj[:, 1] - target[:, 1],
+                               50 * (proj[:, 2] - target[:, 2])])
+
+    pos = np.asarray(DEFAULT_POSITION, np.float64)
+    for _ in range(iterations):
+        r = residual(pos)
+        jac = np.stack([(residual(pos + h) - r) / 1e-6 for h in np.eye(3) * 1e-6], axis=1)
+        step = np.linalg.lstsq(jac, r, rcond=None)[0]
+        pos = pos - step
+        if np.abs(step).max() < 1e-9:
+            break
+    return Camera(tuple(float(c) for c in pos), width=width, height=height)

@@ -1,10 +1,18 @@
 """A fast numpy ray caster that draws SynthCLEVR scenes in CLEVR's look.
 
 One ray per pixel finds the visible surface: the ground plane analytically for every pixel,
-each object only inside the screen box its 3D bounding box projects to. Shading is CLEVR's
-studio: a matte light-gray floor fading into a gray backdrop, three point lights (key, fill,
-back) plus a sky-like ambient term, soft shadows, matte rubber and mirror-like metal, with the
-edges of cubes and cylinders shaded as if bevelled (CLEVR's meshes are).
+each object only inside the screen box its 3D bounding box projects to. The geometry is
+CLEVR's: every object rests on the floor with its centre at z = r (the size's radius); a cube
+has half-side r and a cylinder radius and half-height r, both with rounded edges (hit by a few
+sphere-tracing steps from the sharp solid onto the rounded one).
+
+Shading follows CLEVR's Blender studio, in linear light with an sRGB-encoded result (CLEVR
+set each colour's RGB as a linear albedo, which is why its rubber looks pastel): a matte floor
+fading into the backdrop, three lamps (a warm key from the right, a cool fill from the left,
+a back light) plus the sky's ambient light, soft shadows, rubber as a matte body under a faint
+glossy layer, metal as a tinted mirror with small sharp lamp highlights. The studio's numbers
+(:class:`Studio`) were fitted to two real CLEVR images (``filmlib/reference/``,
+``docs/renderer.md``).
 
 Three shortcuts keep it within a few milliseconds per small image on one core:
 
@@ -16,7 +24,8 @@ Three shortcuts keep it within a few milliseconds per small image on one core:
 - Anti-aliasing is by coverage: only pixels whose object id differs from a neighbour's get
   extra rays, and those rays are only intersected, not shaded; each sub-sample borrows the
   colour of a neighbouring pixel that sees the same surface.
-- Metal reflections trace one bounce and shade what they hit simply.
+- Metal reflections trace one bounce (floor, neighbours, studio) and shade what they hit
+  without cast shadows; rubber's glossy layer reflects a blurred studio, not traced.
 
 Vectors are handled by component: a "vector" is anything indexable as v[0], v[1], v[2] (a
 tuple of arrays or a (3, ...) array); per-pixel arrays are (3, H, W) and screen boxes are
@@ -24,6 +33,7 @@ views into them, so no pixel is copied to test an object.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,26 +44,77 @@ from .camera import Camera
 F32 = np.float32
 EPS = 1e-3
 INF = F32(np.inf)
+#: CLEVR's cube and cylinder meshes have rounded edges; their radius, as a share of the size's
+#: r, fitted to the outlines of the real cubes and cylinders in ``filmlib/reference/`` (best
+#: overlap of rendered and real silhouettes: 0.97-0.98 for the cubes, 0.94-0.97 cylinders)
+EDGE_ROUND = {"cube": 0.2, "cylinder": 0.15, "sphere": 0.0}
+MARCH_STEPS = 8     # sphere-tracing steps from the sharp solid onto the rounded one
 
-# --- The studio (display-referred values in [0, 1]) ------------------------------------------
-GROUND_ALBEDO = 0.52
-AMBIENT = 0.42                      # sky-like ambient, times (AMB_BASE + (1 - AMB_BASE) * n_z)
-AMB_BASE = 0.55
-BACKDROP = 0.37                     # the gray the far floor fades into
-FADE_NEAR, FADE_FAR = 5.0, 14.0     # ground radii over which the floor fades into the backdrop
-SKY_HORIZON, SKY_ZENITH = 0.2, 1.6  # the studio as metal reflects it
-FALLOFF_DIST = 15.0                 # lights dim as 1 / (FALLOFF_DIST^2 + d^2)
-SHADOW_W0 = 0.02                    # penumbra half-width at the occluder
-SHADOW_REACH = (1.5, 3.5)           # shadows fade out between these distances from the occluder
-CONTACT_AO = 0.85                   # darkening of the floor right under an object
-BEVEL = 0.1                         # rounded-edge width, as a fraction of the half-height
-RUBBER_SPEC, RUBBER_SHINE = 0.07, 10.0
-METAL_SPEC, METAL_SHINE, METAL_GLOSS = 1.1, 90.0, 0.4
-METAL_REFLECT, METAL_DIFFUSE = 0.7, 0.1
-METAL_SHEEN = 0.12                  # untinted share of metal's mirror reflection
+# --- The studio (linear light; the output is sRGB-encoded) ------------------------------------
+
+@dataclass(frozen=True)
+class Studio:
+    """Every number of CLEVR's studio the renderer uses, in linear light.
+
+    CLEVR's Blender scenes set each colour's RGB (``COLOR_RGB`` / 255) as a *linear* albedo and
+    the image is sRGB-encoded, which is why real rubber looks pastel rather than saturated;
+    the renderer does the same. The values were fitted to the two real CLEVR images in
+    ``filmlib/reference/`` (see ``docs/renderer.md``).
+    """
+    floor_albedo: float = 0.5
+    ambient: tuple = (0.150, 0.148, 0.146)    # sky irradiance, RGB (faintly warm)
+    ambient_base: float = 0.46                # share of it a vertical face still gets
+    backdrop: tuple = (0.145, 0.145, 0.145)   # radiance of the far floor the view fades into
+    fade: tuple = (4.26, 9.73)                # ground radii over which the floor fades into it
+    sky_horizon: tuple = (0.037, 0.037, 0.037)  # the studio as mirrors see it: at the horizon,
+    sky_zenith: tuple = (0.001, 0.001, 0.001)   # and overhead (dark: metal tops are dark)
+    falloff: float = 15.0                     # lights dim as 1 / (falloff^2 + d^2)
+    shadow_w0: float = 0.12                   # penumbra half-width at the occluder
+    shadow_soft: float = 2.5                  # times each light's penumbra growth
+    shadow_reach: tuple = (2.0, 6.0)          # shadows fade out between these distances
+    shadow_depth: float = 1.0                 # darkness of a full shadow (1: all the light)
+    contact_ao: float = 0.71                  # darkening of the floor right under an object
+    rubber_diffuse: float = 0.76              # share of rubber's albedo its matte body shows
+    rubber_sheen: float = 0.03                # rubber's glossy layer at normal incidence
+    rubber_spec: float = 0.1                  # and its faint, broad lamp highlight
+    rubber_shine: float = 12.0
+    metal_reflect: float = 0.44               # metal: the tinted mirror...
+    metal_diffuse: float = 0.2                # ...over a dim diffuse body,
+    metal_spec: float = 150.0                 # small sharp lamp highlights that clip to white,
+    metal_shine: float = 1500.0
+    metal_gloss: float = 0.5                  # and a broader lobe that lights up the bevels
+    metal_gloss_shine: float = 60.0
+    metal_sheen: float = 0.05                 # untinted share of metal's reflection
+    exposure: float = 1.0
+
+    def replace(self, **changes) -> "Studio":
+        return dataclasses.replace(self, **changes)
+
+
+STUDIO = Studio()
 AA_OFFSETS = np.array([(0.5625, 0.3125), (0.4375, 0.6875), (0.8125, 0.5625), (0.3125, 0.1875),
                        (0.1875, 0.8125), (0.0625, 0.4375), (0.6875, 0.9375), (0.9375, 0.0625)],
                       dtype=F32)  # 8-rooks sub-pixel pattern (column, row offsets)
+
+_SRGB_STEPS = 8192
+_SRGB_LUT = None
+
+
+def encode_srgb(linear: np.ndarray) -> np.ndarray:
+    """Linear light in [0, 1] (clipped) to 8-bit sRGB, through a lookup table."""
+    global _SRGB_LUT
+    if _SRGB_LUT is None:
+        x = np.linspace(0, 1, _SRGB_STEPS + 1)
+        srgb = np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
+        _SRGB_LUT = (srgb * 255 + 0.5).astype(np.uint8)
+    idx = (np.clip(linear, 0, 1) * _SRGB_STEPS + 0.5).astype(np.int32)
+    return _SRGB_LUT[idx]
+
+
+def decode_srgb(encoded) -> np.ndarray:
+    """8-bit sRGB (0-255) to linear light in [0, 1]."""
+    x = np.asarray(encoded, np.float64) / 255
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
 
 def _dot(a, b):
@@ -70,16 +131,22 @@ def _smoothstep(edge0, edge1, x):
 @dataclass
 class Light:
     position: np.ndarray   # (3,) world coordinates
-    intensity: float
+    intensity: tuple       # linear RGB irradiance at the scene's centre, facing the light
     penumbra: float        # growth of the shadow's half-width per unit of distance to the occluder
     name: str = ""
 
+    def __post_init__(self):
+        if np.ndim(self.intensity) == 0:   # one number: a white light
+            self.intensity = (float(self.intensity),) * 3
+        if len(self.intensity) != 3:
+            raise ValueError(f"light {self.name!r}: intensity must be one number or RGB")
 
-#: CLEVR's three lamps (name, position, intensity, penumbra) before the per-image jitter.
+
+#: CLEVR's three lamps (name, position, RGB intensity, penumbra) before the per-image jitter.
 BASE_LIGHTS = (
-    ("key", (6.45, -2.91, 4.26), 0.52, 0.07),    # right of, in front of and above the view
-    ("fill", (-4.67, -4.01, 3.01), 0.24, 0.10),  # from the left
-    ("back", (-1.17, 2.64, 5.82), 0.30, 0.09),   # from behind
+    ("key", (6.45, -2.91, 4.26), (0.331, 0.314, 0.277), 0.07),   # warm; right, front, above
+    ("fill", (-4.67, -4.01, 3.01), (0.130, 0.136, 0.156), 0.10),  # cool; from the left
+    ("back", (-1.17, 2.64, 5.82), (0.166, 0.169, 0.169), 0.09),   # from behind
 )
 
 
@@ -89,12 +156,11 @@ def sample_lights(rng: np.random.Generator) -> list[Light]:
             for name, pos, intensity, pen in BASE_LIGHTS]
 
 
-def _strength(light: Light, dist):
-    """Intensity of ``light`` at distances ``dist``: a gentle falloff, equal to the nominal
-    intensity at the scene's centre."""
-    d0 = FALLOFF_DIST ** 2
+def _strength(light: Light, dist, studio: Studio):
+    """Falloff of ``light`` at distances ``dist``: gentle, 1 at the scene's centre."""
+    d0 = studio.falloff ** 2
     at_centre = d0 + float(np.dot(light.position, light.position))
-    return (light.intensity * at_centre) / (d0 + dist * dist)
+    return at_centre / (d0 + dist * dist)
 
 
 # --- Solids: the objects as geometry -----------------------------------------------------------
@@ -103,12 +169,18 @@ def _strength(light: Light, dist):
 class Solid:
     shape: str
     center: tuple[float, float, float]
-    radius: float   # footprint (bounding) radius r
-    half: float     # half-height: sphere r, cylinder r, cube r / sqrt(2) (its half-side)
+    radius: float   # the size's radius r
+    half: float     # half-height: r for every shape (a cube's half-side)
     cos: float      # of the rotation about z
     sin: float
     albedo: tuple[float, float, float]
     metal: bool
+    round: float = 0.0  # radius of the rounded edges (CLEVR's cube and cylinder meshes have them)
+
+    @property
+    def reach(self) -> float:
+        """Horizontal bounding radius: a cube's corners stand r * sqrt(2) from its axis."""
+        return self.radius * 2 ** 0.5 if self.shape == "cube" else self.radius
 
     def local(self, x, y):
         """Rotate horizontal components into the solid's own frame."""
@@ -121,29 +193,29 @@ _SIGNS = np.array([(i, j, k) for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)]
 def solids_from_objects(objects: list[dict]) -> list[Solid]:
     solids = []
     for obj in objects:
-        theta = np.radians(obj.get("rotation", 0.0))
+        # CLEVR stores the rotation in degrees, but its Blender script set the number as
+        # radians; that is the turn its images show, so it is the turn drawn here
+        theta = float(obj.get("rotation", 0.0))
         solids.append(Solid(
             shape=obj["shape"], center=tuple(float(c) for c in obj["3d_coords"]),
             radius=SIZE_RADIUS[obj["size"]], half=half_extent(obj["shape"], obj["size"]),
             cos=float(np.cos(theta)), sin=float(np.sin(theta)),
             albedo=tuple(c / 255 for c in COLOR_RGB[obj["color"]]),
-            metal=obj["material"] == "metal"))
+            metal=obj["material"] == "metal",
+            round=EDGE_ROUND[obj["shape"]] * SIZE_RADIUS[obj["size"]]))
     return solids
 
 
-def intersect(s: Solid, origin, d) -> np.ndarray:
-    """Distance along unit rays ``d`` from ``origin`` (outside ``s``) to ``s``; inf for a miss.
-
-    Cylinders need no bottom cap: no ray from z >= 0 outside the solid reaches it first.
-    """
-    ox, oy, oz = (origin[i] - s.center[i] for i in range(3))
+def _sharp_entry(s: Solid, ox, oy, oz, d) -> np.ndarray:
+    """Distance to the solid with sharp edges (which holds the rounded one); inf for a miss.
+    ``ox, oy, oz``: the ray origins relative to the solid's centre."""
     with np.errstate(divide="ignore", invalid="ignore"):
         if s.shape == "sphere":
             b = ox * d[0] + oy * d[1] + oz * d[2]
             disc = b * b - (ox * ox + oy * oy + oz * oz - s.radius ** 2)
             t = -b - np.sqrt(np.maximum(disc, 0))
             return np.where((disc > 0) & (t > EPS), t, INF)
-        if s.shape == "cylinder":
+        if s.shape == "cylinder":  # no bottom cap: no ray from z >= 0 outside reaches it first
             a = d[0] * d[0] + d[1] * d[1]
             b = ox * d[0] + oy * d[1]
             disc = b * b - a * (ox * ox + oy * oy - s.radius ** 2)
@@ -164,19 +236,59 @@ def intersect(s: Solid, origin, d) -> np.ndarray:
         return np.where((near <= far) & (near > EPS), near, INF)
 
 
-def normal(s: Solid, p) -> tuple:
-    """Outward unit normal (3 arrays) at surface points ``p`` of ``s``.
+def intersect(s: Solid, origin, d) -> np.ndarray:
+    """Distance along unit rays ``d`` from ``origin`` (outside ``s``) to ``s``; inf for a miss.
 
-    Cubes and cylinders are shaded as if their edges were rounded over BEVEL * half; the
-    bevels catch the light, which is much of what makes metal cubes read as metal.
+    Spheres, and the flat faces of the others, are hit analytically; rays that meet a cube or
+    cylinder are then marched on from the sharp-edged solid onto the rounded one by its exact
+    signed distance (sphere tracing), which only moves the hits near the rounded edges.
     """
+    ox, oy, oz = (origin[i] - s.center[i] for i in range(3))
+    t = _sharp_entry(s, ox, oy, oz, d)
+    if s.round <= 0:
+        return t
+    hit = np.isfinite(t)
+    if not hit.any():
+        return t
+    # a hit on a flat face, farther than the rounding radius from its edges, is exact already
+    tt = np.where(hit, t, 0)
+    px, py, pz = ox + tt * d[0], oy + tt * d[1], oz + tt * d[2]
+    inner = F32(s.half - s.round)
+    if s.shape == "cylinder":
+        near_edge = ((np.abs(pz) > inner)
+                     & (px * px + py * py > F32(s.radius - s.round) ** 2))
+    else:
+        lx, ly = s.local(px, py)
+        near_edge = ((np.abs(lx) > inner).astype(np.int8) + (np.abs(ly) > inner)
+                     + (np.abs(pz) > inner)) >= 2
+    hit = np.flatnonzero(hit & near_edge)
+    if hit.size == 0:
+        return t
+    take = (lambda a: a.ravel()[hit] if np.ndim(a) else a)
+    o = [take(ox), take(oy), take(oz)]
+    dd = [take(d[0]), take(d[1]), take(d[2])]
+    th = t.ravel()[hit].copy()
+    tol = F32(1e-3 * s.radius)
+    for _ in range(MARCH_STEPS):
+        dist = sdf(s, o[0] + th * dd[0], o[1] + th * dd[1], o[2] + th * dd[2])
+        th += dist
+    dist = sdf(s, o[0] + th * dd[0], o[1] + th * dd[1], o[2] + th * dd[2])
+    out = t.copy().ravel()
+    out[hit] = np.where(dist < 4 * tol, th, INF)
+    return out.reshape(t.shape)
+
+
+def normal(s: Solid, p) -> tuple:
+    """Outward unit normal (3 arrays) at surface points ``p`` of ``s``: the gradient of its
+    signed distance, so the rounded edges (radius ``s.round``) catch the light, which is much
+    of what makes metal cubes read as metal."""
     qx, qy, qz = p[0] - s.center[0], p[1] - s.center[1], p[2] - s.center[2]
     if s.shape == "sphere":
         return qx / s.radius, qy / s.radius, qz / s.radius
-    inner = s.half * (1 - BEVEL)
+    inner = s.half - s.round
     if s.shape == "cylinder":
         rho = np.sqrt(qx * qx + qy * qy) + F32(1e-9)
-        radial = np.maximum(rho - (s.radius - s.half * BEVEL), 0) / rho
+        radial = np.maximum(rho - (s.radius - s.round), 0) / rho
         nx, ny, nz = qx * radial, qy * radial, np.maximum(qz - inner, 0)
     else:
         lx, ly = s.local(qx, qy)
@@ -189,18 +301,22 @@ def normal(s: Solid, p) -> tuple:
 
 
 def sdf(s: Solid, qx, qy, qz) -> np.ndarray:
-    """Signed distance to the surface of ``s`` of points given relative to its centre."""
+    """Signed distance to the surface of ``s`` (edges rounded over ``s.round``) of points
+    given relative to its centre."""
     if s.shape == "sphere":
         return np.sqrt(qx * qx + qy * qy + qz * qz) - s.radius
+    rnd = F32(s.round)
     if s.shape == "cylinder":
-        dx = np.sqrt(qx * qx + qy * qy) - s.radius
-        dz = np.abs(qz) - s.half
-    else:
-        lx, ly = s.local(qx, qy)
-        dx = np.maximum(np.abs(lx), np.abs(ly)) - s.half  # a square's distance, to first order
-        dz = np.abs(qz) - s.half
-    ox, oz = np.maximum(dx, 0), np.maximum(dz, 0)
-    return np.minimum(np.maximum(dx, dz), 0) + np.sqrt(ox * ox + oz * oz)
+        dx = np.sqrt(qx * qx + qy * qy) - F32(s.radius - s.round)
+        dz = np.abs(qz) - F32(s.half - s.round)
+        ox, oz = np.maximum(dx, 0), np.maximum(dz, 0)
+        return np.minimum(np.maximum(dx, dz), 0) + np.sqrt(ox * ox + oz * oz) - rnd
+    lx, ly = s.local(qx, qy)
+    inner = F32(s.half - s.round)
+    dx, dy, dz = np.abs(lx) - inner, np.abs(ly) - inner, np.abs(qz) - inner
+    ox, oy, oz = np.maximum(dx, 0), np.maximum(dy, 0), np.maximum(dz, 0)
+    return (np.minimum(np.maximum(np.maximum(dx, dy), dz), 0)
+            + np.sqrt(ox * ox + oy * oy + oz * oz) - rnd)
 
 
 # --- Screen-space boxes --------------------------------------------------------------------------
@@ -225,7 +341,7 @@ def screen_boxes(camera: Camera, points: np.ndarray) -> list[Box | None]:
 def _corners(solids: list[Solid], margin=0.0) -> np.ndarray:
     """Corners (K, 8, 3) of the solids' axis-aligned bounding boxes, grown by ``margin``."""
     centre = np.array([s.center for s in solids])
-    ext = np.array([(s.radius, s.radius, s.half) for s in solids]) + margin
+    ext = np.array([(s.reach, s.reach, s.half) for s in solids]) + margin
     return centre[:, None, :] + _SIGNS * ext[:, None, :]
 
 
@@ -233,16 +349,17 @@ def object_boxes(camera: Camera, solids: list[Solid]) -> list[Box | None]:
     return screen_boxes(camera, _corners(solids))
 
 
-def shadow_boxes(camera: Camera, lights: list[Light],
-                 solids: list[Solid]) -> list[list[Box | None]]:
+def shadow_boxes(camera: Camera, lights: list[Light], solids: list[Solid],
+                 studio: Studio = STUDIO) -> list[list[Box | None]]:
     """boxes[light][solid]: screen box of the region where the solid may shadow the light:
     its bounding box, grown by the widest penumbra, swept away from the light as far as
     shadows reach."""
     k = len(solids)
-    reach = SHADOW_REACH[1] + 2 * np.array([s.radius for s in solids])[:, None]
+    far = studio.shadow_reach[1]
+    reach = far + 2 * np.array([s.reach for s in solids])[:, None]
     groups = []
     for lt in lights:
-        grown = _corners(solids, SHADOW_W0 + lt.penumbra * SHADOW_REACH[1])  # (K, 8, 3)
+        grown = _corners(solids, studio.shadow_w0 + lt.penumbra * studio.shadow_soft * far)
         away = grown - np.asarray(lt.position, float)
         away /= np.linalg.norm(away, axis=2, keepdims=True)
         with np.errstate(divide="ignore"):
@@ -256,7 +373,7 @@ def shadow_boxes(camera: Camera, lights: list[Light],
 def floor_boxes(camera: Camera, solids: list[Solid], reach: float) -> list[Box | None]:
     """Screen boxes of the floor within ``reach`` radii of each solid (and of the solid)."""
     centre = np.array([s.center for s in solids])
-    ext = np.array([(reach * s.radius, reach * s.radius, s.half) for s in solids])
+    ext = np.array([(reach * s.reach, reach * s.reach, s.half) for s in solids])
     return screen_boxes(camera, centre[:, None, :] + _SIGNS * ext[:, None, :])
 
 
@@ -314,32 +431,36 @@ def object_id_map(objects: list[dict], camera: Camera) -> np.ndarray:
 
 # --- Shading -----------------------------------------------------------------------------------
 
-def _floor_fade(p) -> np.ndarray:
+def _floor_fade(p, studio: Studio) -> np.ndarray:
     """Weight of the backdrop over the floor: 0 near the objects, 1 far away."""
-    return _smoothstep(FADE_NEAR, FADE_FAR, np.sqrt(p[0] * p[0] + p[1] * p[1]))
+    return _smoothstep(studio.fade[0], studio.fade[1], np.sqrt(p[0] * p[0] + p[1] * p[1]))
 
 
-def _sky(d) -> np.ndarray:
-    """The studio seen by reflected rays that leave it: dim at the horizon, bright overhead
-    (CLEVR's lamps are large area lights above the scene)."""
-    return SKY_HORIZON + (SKY_ZENITH - SKY_HORIZON) * np.sqrt(np.maximum(d[2], 0))
+def _sky(r, studio: Studio) -> list[np.ndarray]:
+    """The studio seen by reflected rays ``r`` that leave it, per channel: the backdrop at the
+    horizon, the lamps' surroundings overhead."""
+    w = np.sqrt(np.maximum(r[2], 0))
+    return [F32(h) + F32(z - h) * w for h, z in zip(studio.sky_horizon, studio.sky_zenith)]
 
 
-def occluder_visibility(s: Solid, p, to_light, dist, penumbra: float) -> np.ndarray:
+def occluder_visibility(s: Solid, p, to_light, dist, penumbra: float,
+                        studio: Studio = STUDIO) -> np.ndarray:
     """Share of a light that gets past ``s`` to points ``p`` (unit vectors ``to_light``,
     distances ``dist`` to it, shadow softness ``penumbra``): the shadow ray's point nearest
     the solid's centre, tested against its signed distance."""
     qx, qy, qz = s.center[0] - p[0], s.center[1] - p[1], s.center[2] - p[2]
     tc = np.minimum(np.maximum(qx * to_light[0] + qy * to_light[1] + qz * to_light[2], 0), dist)
     dist_to_surface = sdf(s, to_light[0] * tc - qx, to_light[1] * tc - qy, to_light[2] * tc - qz)
-    # penumbra: a smoothstep over [-w, w] around the surface, w growing along the ray
-    u = np.minimum(np.maximum(0.5 - dist_to_surface / (2 * SHADOW_W0 + 2 * penumbra * tc), 0), 1)
-    near, far = SHADOW_REACH
+    # penumbra: a smoothstep over [-w, w] around the surface, w growing along the ray (the
+    # lamps are large)
+    width = 2 * studio.shadow_w0 + 2 * penumbra * studio.shadow_soft * tc
+    u = np.minimum(np.maximum(0.5 - dist_to_surface / width, 0), 1)
+    near, far = studio.shadow_reach
     fading = np.minimum(np.maximum((far - tc) * (1 / (far - near)), 0), 1)  # 1 near, 0 far
-    return 1 - u * u * (3 - 2 * u) * fading
+    return 1 - F32(studio.shadow_depth) * u * u * (3 - 2 * u) * fading
 
 
-def _shadows(light, solids, boxes, points, to_light, dist, ids) -> np.ndarray:
+def _shadows(light, solids, boxes, points, to_light, dist, ids, studio) -> np.ndarray:
     """Soft visibility (H, W) of ``light`` from the visible surfaces; ``boxes``: the screen
     box of each solid's shadow volume."""
     vis = np.ones(ids.shape, F32)
@@ -347,34 +468,50 @@ def _shadows(light, solids, boxes, points, to_light, dist, ids) -> np.ndarray:
         if box is None:
             continue
         v = occluder_visibility(s, _view(points, box), _view(to_light, box), _view(dist, box),
-                                light.penumbra)
+                                light.penumbra, studio)
         # an object's own dark side comes from n.l, not from here
         _view(vis, box)[...] *= np.where(_view(ids, box) == k, F32(1), v)
     return vis
 
 
-def _occlusion(s: Solid, p) -> np.ndarray:
+def _occlusion(s: Solid, p, studio: Studio) -> np.ndarray:
     """Ambient light left to floor points ``p`` near ``s`` (a sphere-occluder estimate)."""
     qx, qy, qz = s.center[0] - p[0], s.center[1] - p[1], s.center[2] - p[2]
     d2 = qx * qx + qy * qy + qz * qz + F32(1e-6)
     occ = (s.half ** 2) * qz / (d2 * np.sqrt(d2))
-    return 1 - CONTACT_AO * np.minimum(np.maximum(occ, 0), 1)
+    return 1 - F32(studio.contact_ao) * np.minimum(np.maximum(occ, 0), 1)
 
 
 def luminance(r, g, b):
     return 0.299 * r + 0.587 * g + 0.114 * b
 
 
-def _reflection(solids, lights, owner, p, n, d) -> np.ndarray:
-    """Brightness seen in the mirror direction from points ``p`` (normals ``n``, view rays
-    ``d``) on metal objects ``owner``: another object, else the floor (with its contact
-    shadows), else the studio. What they hit is shaded without cast shadows.
+def _irradiance(ambient, fields, lights, studio: Studio) -> list[np.ndarray]:
+    """Light arriving per channel: the sky's share ``ambient`` plus each lamp's ``fields``."""
+    out = []
+    for c in range(3):
+        e = F32(studio.ambient[c]) * ambient
+        for lt, f in zip(lights, fields):
+            e = e + F32(lt.intensity[c]) * f
+        out.append(e)
+    return out
 
-    Only the brightness is kept: the metal tints it with its own colour, so every pixel of a
-    metal object keeps its named hue whatever it reflects (CLEVR's colours must stay legible).
-    """
-    k = 2 * _dot(d, n)
-    r = d[0] - k * n[0], d[1] - k * n[1], d[2] - k * n[2]
+
+def _unshadowed(q, nrm, lights, studio) -> list[np.ndarray]:
+    """Each lamp's cosine-weighted falloff at points ``q`` with normals ``nrm`` (no shadows)."""
+    fields = []
+    for lt in lights:
+        lx, ly, lz = (F32(lt.position[c]) - q[c] for c in range(3))
+        dist = np.sqrt(lx * lx + ly * ly + lz * lz)
+        cos = np.maximum(nrm[0] * lx + nrm[1] * ly + nrm[2] * lz, 0) / dist
+        fields.append(cos * _strength(lt, dist, studio))
+    return fields
+
+
+def _mirror(solids, lights, owner, p, n, r, studio: Studio) -> list[np.ndarray]:
+    """Radiance per channel seen along mirror rays ``r`` from points ``p`` (normals ``n``) on
+    objects ``owner``: another object (lit without cast shadows), else the floor (with its
+    contact shadows, fading into the backdrop), else the studio."""
     o = tuple(p[i] + F32(2 * EPS) * n[i] for i in range(3))
     t = ground_hit(o, r)
     hit = np.full(t.shape, -1, np.int16)
@@ -386,30 +523,34 @@ def _reflection(solids, lights, owner, p, n, d) -> np.ndarray:
     finite = np.isfinite(t)
     t = np.where(finite, t, 0)
     q = tuple(o[i] + r[i] * t for i in range(3))
-    lum = np.array([luminance(GROUND_ALBEDO, GROUND_ALBEDO, GROUND_ALBEDO)]
-                   + [luminance(*s.albedo) for s in solids], F32)
-    albedo = lum[hit + 1]
     nrm = [np.zeros_like(t), np.zeros_like(t), np.ones_like(t)]
     for j in np.unique(hit[hit >= 0]):
         sel = np.flatnonzero(hit == j)
         for i, v in enumerate(normal(solids[j], [c[sel] for c in q])):
             nrm[i][sel] = v
     floor = (hit < 0) & finite
-    light = AMBIENT * (AMB_BASE + (1 - AMB_BASE) * nrm[2])
+    ambient = F32(studio.ambient_base) + F32(1 - studio.ambient_base) * nrm[2]
     fl = np.flatnonzero(floor)
     if fl.size:  # the floor's contact shadows show in the mirror
         qf = [c[fl] for c in q]
-        light[fl] *= np.prod([_occlusion(s, qf) for s in solids], axis=0)
-    for lt in lights:
-        lx, ly, lz = (F32(lt.position[c]) - q[c] for c in range(3))
-        dist = np.sqrt(lx * lx + ly * ly + lz * lz)
-        light += _strength(lt, dist) * np.maximum(nrm[0] * lx + nrm[1] * ly + nrm[2] * lz, 0) / dist
-    fade = np.where(floor, _floor_fade(q), F32(1))
-    return np.where(hit >= 0, albedo * light, albedo * light * (1 - fade) + _sky(r) * fade)
+        ambient[fl] *= np.prod([_occlusion(s, qf, studio) for s in solids], axis=0)
+    light = _irradiance(ambient, _unshadowed(q, nrm, lights, studio), lights, studio)
+    # what is seen: floor albedo, an object's own (a metal neighbour shows about half of its
+    # lit colour, the rest being its own reflection), or the sky
+    albedo = np.array([(studio.floor_albedo,) * 3]
+                      + [np.multiply(s.albedo, 0.5 if s.metal else 1.0) for s in solids], F32)
+    fade = np.where(floor, _floor_fade(q, studio), F32(1))
+    sky = _sky(r, studio)
+    out = []
+    for c in range(3):
+        seen = albedo[hit + 1, c] * light[c]
+        out.append(np.where(hit >= 0, seen, seen * (1 - fade) + sky[c] * fade))
+    return out
 
 
-def shade(primary: PrimaryHits, camera: Camera, lights: list[Light]) -> np.ndarray:
-    """Colour (H, W, 3) float in [0, 1] (before clipping) of every pixel's visible surface."""
+def shade(primary: PrimaryHits, camera: Camera, lights: list[Light],
+          studio: Studio = STUDIO) -> np.ndarray:
+    """Linear radiance (H, W, 3) float (before clipping) of every pixel's visible surface."""
     solids, dirs, ids = primary.solids, primary.dirs, primary.object_id
     finite = np.isfinite(primary.t)
     t = np.where(finite, primary.t, F32(1e3))
@@ -424,11 +565,11 @@ def shade(primary: PrimaryHits, camera: Camera, lights: list[Light]) -> np.ndarr
             nv = _view(normals, box)
             for i, v in enumerate(normal(s, _view(points, box))):
                 nv[i] = np.where(mine, v, nv[i])
-    ambient = AMBIENT * (AMB_BASE + (1 - AMB_BASE) * normals[2])
+    ambient = F32(studio.ambient_base) + F32(1 - studio.ambient_base) * normals[2]
     for s, box in zip(solids, floor_boxes(camera, solids, 3.0) if solids else []):
         if box is not None:
             av = _view(ambient, box)
-            av *= np.where(_view(ids, box) < 0, _occlusion(s, _view(points, box)), F32(1))
+            av *= np.where(_view(ids, box) < 0, _occlusion(s, _view(points, box), studio), F32(1))
 
     # objects' pixels, flattened, for the terms only they need
     on_obj = np.flatnonzero(ids >= 0)
@@ -438,47 +579,67 @@ def shade(primary: PrimaryHits, camera: Camera, lights: list[Light]) -> np.ndarr
     metal_table = np.array([s.metal for s in solids], bool)
     metal = metal_table[owner] if solids else np.zeros(0, bool)
 
-    diffuse = np.zeros(ids.shape, F32)
-    highlight = np.zeros(on_obj.size, F32)
-    boxes = shadow_boxes(camera, lights, solids) if solids else [[]] * len(lights)
+    fields = []
+    highlight = [np.zeros(on_obj.size, F32) for _ in range(3)]
+    boxes = shadow_boxes(camera, lights, solids, studio) if solids else [[]] * len(lights)
     for lt, sboxes in zip(lights, boxes):
         to_light = np.stack([F32(lt.position[i]) - points[i] for i in range(3)])  # (3, H, W)
         dist = np.sqrt(_dot(to_light, to_light))
         to_light /= dist
-        lit = _shadows(lt, solids, sboxes, points, to_light, dist, ids) * _strength(lt, dist)
+        lit = _shadows(lt, solids, sboxes, points, to_light, dist, ids, studio)
+        lit *= _strength(lt, dist, studio)
         ndl = _dot(normals, to_light)
-        diffuse += np.maximum(ndl, 0) * lit
+        fields.append(np.maximum(ndl, 0) * lit)
         # Blinn-Phong highlights on objects only; the floor is matte
         h = [to_light[i].ravel()[on_obj] + v_obj[i] for i in range(3)]
         ndh = np.maximum(_dot(n_obj, h), 0) / np.sqrt(_dot(h, h))
         lit = lit.ravel()[on_obj] * (ndl.ravel()[on_obj] > 0)
-        highlight += lit * np.where(metal, METAL_SPEC * ndh ** METAL_SHINE
-                                    + METAL_GLOSS * ndh ** 8, RUBBER_SPEC * ndh ** RUBBER_SHINE)
+        lobe = lit * np.where(metal, studio.metal_spec * ndh ** studio.metal_shine
+                              + studio.metal_gloss * ndh ** studio.metal_gloss_shine,
+                              studio.rubber_spec * ndh ** studio.rubber_shine)
+        for c in range(3):
+            highlight[c] += F32(lt.intensity[c]) * lobe
 
-    albedo = np.array([(GROUND_ALBEDO,) * 3] + [s.albedo for s in solids], F32)  # (K+1, 3)
-    light = ambient + diffuse
-    colour = np.stack([np.take(albedo[:, i], ids + 1) * light for i in range(3)])  # (3, H, W)
+    light = _irradiance(ambient, fields, lights, studio)                  # 3 x (H, W)
+    albedo = np.array([(studio.floor_albedo,) * 3] + [s.albedo for s in solids], F32)
+    colour = np.stack([np.take(albedo[:, c], ids + 1) * light[c] for c in range(3)])
     flat = colour.reshape(3, -1)
-    for i in range(3):
-        flat[i, on_obj] += highlight
 
-    if metal.any():  # metal: a tinted mirror (Schlick: whiter at grazing angles) over a dim body
-        m = np.flatnonzero(metal)
-        idx, who = on_obj[m], owner[m]
-        n, d = [c[m] for c in n_obj], [-c[m] for c in v_obj]
-        p = [points[i].ravel()[idx] for i in range(3)]
-        mirror = _reflection(solids, lights, who, p, n, d)
-        grazing = (1 - np.minimum(np.maximum(-_dot(d, n), 0), 1)) ** 5
-        body = light.ravel()[idx]
-        for i in range(3):
-            tint = albedo[who + 1, i]
-            fresnel = METAL_SHEEN + (1 - METAL_SHEEN) * (tint + (1 - tint) * grazing)
-            flat[i, idx] = (METAL_DIFFUSE * tint * body + METAL_REFLECT * fresnel * mirror
-                            + highlight[m] * (0.5 + 0.5 * tint))
+    if on_obj.size:
+        # every object: a mirror direction and the Fresnel factor of its glossy layer
+        cos = np.minimum(np.maximum(_dot(n_obj, v_obj), 0), 1)
+        grazing = (1 - cos) ** 5
+        k = 2 * cos
+        r = [k * n_obj[i] - v_obj[i] for i in range(3)]
+    rub = np.flatnonzero(~metal)
+    if rub.size:  # rubber: matte under a faint glossy layer that reflects the blurred studio
+        idx = on_obj[rub]
+        fres = F32(studio.rubber_sheen) + F32(0.5 - studio.rubber_sheen) * grazing[rub]
+        up = _smoothstep(F32(-0.15), F32(0.15), r[2][rub])
+        floor_seen = studio.floor_albedo * (np.add(studio.ambient, 0)
+                                            + 0.6 * np.sum([lt.intensity for lt in lights], 0))
+        sky = _sky([c[rub] for c in r], studio)
+        for c in range(3):
+            env = floor_seen[c] * (1 - up) + sky[c] * up
+            flat[c, idx] = ((1 - fres) * studio.rubber_diffuse * flat[c, idx] + fres * env
+                            + highlight[c][rub])
+    met = np.flatnonzero(metal)
+    if met.size:  # metal: a tinted mirror (Schlick: whiter at grazing angles) over a dim body
+        idx, who = on_obj[met], owner[met]
+        mirror = _mirror(solids, lights, who, [points[i].ravel()[idx] for i in range(3)],
+                         [c[met] for c in n_obj], [c[met] for c in r], studio)
+        sheen = F32(studio.metal_sheen)
+        for c in range(3):
+            tint = albedo[who + 1, c]
+            fres = sheen + (1 - sheen) * (tint + (1 - tint) * grazing[met])
+            flat[c, idx] = (studio.metal_diffuse * tint * light[c].ravel()[idx]
+                            + studio.metal_reflect * fres * mirror[c]
+                            + highlight[c][met] * (sheen + (1 - sheen) * tint))
 
-    fade = np.where(finite, _floor_fade(points), F32(1))
+    fade = np.where(finite, _floor_fade(points, studio), F32(1))
     fade = np.where(ids < 0, fade, F32(0))
-    colour = colour * (1 - fade) + BACKDROP * fade
+    for c in range(3):
+        colour[c] = (colour[c] * (1 - fade) + F32(studio.backdrop[c]) * fade) * F32(studio.exposure)
     return colour.transpose(1, 2, 0)
 
 
@@ -534,13 +695,14 @@ class RenderResult:
 
 
 def render_scene(objects: list[dict], camera: Camera, lights: list[Light], *,
-                 antialias: bool = True, primary: PrimaryHits | None = None) -> RenderResult:
+                 antialias: bool = True, primary: PrimaryHits | None = None,
+                 studio: Studio = STUDIO) -> RenderResult:
     """Draw a scene. ``primary`` may pass the ``trace_primary(objects, camera)`` already
     computed (the visibility check does), to skip tracing it again."""
     if primary is None:
         primary = trace_primary(objects, camera)
-    image = shade(primary, camera, lights)
+    image = shade(primary, camera, lights, studio)
     if antialias:
         image = antialias_edges(image, primary, camera)
-    image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    image = encode_srgb(image)
     return RenderResult(image, primary.object_id.copy(), primary.visible_pixels())

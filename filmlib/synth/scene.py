@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .attributes import MATERIALS, SHAPES, SIZE_RADIUS, SIZES, allowed_colors, half_extent
-from .camera import Camera, sample_camera
+from .camera import Camera, default_camera, sample_camera
 from .render import Light, render_scene, sample_lights, trace_primary
 
 MIN_GAP = 0.25           # between the footprints of two objects
@@ -101,14 +101,18 @@ def make_scene(rng: np.random.Generator, *, width: int, height: int, split: str,
                lights: list[Light] | None = None) -> tuple[dict, np.ndarray]:
     """One CLEVR scene dict and its (H, W, 3) uint8 image, fully determined by ``rng``.
 
-    ``min_visible_pixels`` is stated at CLEVR's 480x320 and scaled by the image area.
+    ``min_visible_pixels`` is stated at CLEVR's 480x320 and scaled by the image area. The
+    scene's ``directions`` (and so its relationships and placement rules) are the un-jittered
+    camera's, as in CLEVR's files; ``pixel_coords`` and the image use the jittered one.
     ``camera``/``lights`` override the jittered ones (for figures and tests).
     """
     if camera is None:
         camera = sample_camera(rng, width, height)
     if lights is None:
         lights = sample_lights(rng)
-    directions = camera.directions()
+    # CLEVR's scene files keep the un-jittered camera's directions (the same in every scene):
+    # relations follow the fixed view, the picture the jittered one
+    directions = default_camera().directions()
     threshold = min_visible_pixels * (camera.width * camera.height) / (480 * 320)
     n_objects = int(rng.integers(min_objects, max_objects + 1))
     for _ in range(MAX_LAYOUTS):
