@@ -49,6 +49,8 @@ INF = F32(np.inf)
 #: overlap of rendered and real silhouettes: 0.97-0.98 for the cubes, 0.94-0.97 cylinders)
 EDGE_ROUND = {"cube": 0.2, "cylinder": 0.15, "sphere": 0.0}
 MARCH_STEPS = 8     # sphere-tracing steps from the sharp solid onto the rounded one
+SHADOW_STEP = 2     # the floor's soft shadows are found on every 2nd pixel and interpolated...
+SHADOW_STEP_FROM = 64   # ...in images at least twice this wide
 
 # --- The studio (linear light; the output is sRGB-encoded) ------------------------------------
 
@@ -236,16 +238,17 @@ def _sharp_entry(s: Solid, ox, oy, oz, d) -> np.ndarray:
         return np.where((near <= far) & (near > EPS), near, INF)
 
 
-def intersect(s: Solid, origin, d) -> np.ndarray:
+def intersect(s: Solid, origin, d, rounded: bool = True) -> np.ndarray:
     """Distance along unit rays ``d`` from ``origin`` (outside ``s``) to ``s``; inf for a miss.
 
     Spheres, and the flat faces of the others, are hit analytically; rays that meet a cube or
     cylinder are then marched on from the sharp-edged solid onto the rounded one by its exact
     signed distance (sphere tracing), which only moves the hits near the rounded edges.
+    ``rounded=False`` keeps the sharp solid (for reflections, where it cannot be seen).
     """
     ox, oy, oz = (origin[i] - s.center[i] for i in range(3))
     t = _sharp_entry(s, ox, oy, oz, d)
-    if s.round <= 0:
+    if s.round <= 0 or not rounded:
         return t
     hit = np.isfinite(t)
     if not hit.any():
@@ -460,18 +463,67 @@ def occluder_visibility(s: Solid, p, to_light, dist, penumbra: float,
     return 1 - F32(studio.shadow_depth) * u * u * (3 - 2 * u) * fading
 
 
-def _shadows(light, solids, boxes, points, to_light, dist, ids, studio) -> np.ndarray:
+def _upsample(a: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear interpolation of ``a``, sampled at every ``step``-th pixel (from pixel 0), to
+    ``shape``; clamped at the far edges."""
+    out = a
+    for axis, n in enumerate(shape):
+        pos = np.arange(n, dtype=F32) / step
+        lo = np.minimum(pos.astype(int), a.shape[axis] - 1)
+        hi = np.minimum(lo + 1, a.shape[axis] - 1)
+        frac = np.minimum(pos - lo, 1).reshape((-1, 1) if axis == 0 else (1, -1))
+        out = (np.take(out, lo, axis) * (1 - frac) + np.take(out, hi, axis) * frac)
+    return out
+
+
+def _coarse_ground(camera: Camera, step: int) -> np.ndarray:
+    """Ground-plane points (3, H/step, W/step) seen through every ``step``-th pixel (where a
+    ray sees an object, the floor behind it; where it misses the floor, a far point)."""
+    rows, cols = np.mgrid[0:camera.height:step, 0:camera.width:step].astype(F32) + F32(0.5)
+    d = camera.rays(cols, rows)
+    t = ground_hit(camera.position, d)
+    t = np.where(np.isfinite(t), t, F32(1e3))
+    return np.stack([F32(camera.position[i]) + d[i] * t for i in range(3)])
+
+
+def _shadows(light, solids, boxes, camera, ground, points, on_obj, owner, studio,
+             step) -> np.ndarray:
     """Soft visibility (H, W) of ``light`` from the visible surfaces; ``boxes``: the screen
-    box of each solid's shadow volume."""
-    vis = np.ones(ids.shape, F32)
+    box of each solid's shadow volume.
+
+    Shadows are soft (the lamps are large), so the floor's are found on every ``step``-th
+    pixel of the ground plane and interpolated; the objects' own pixels are done one by one
+    (an object's own dark side comes from n.l, not from here). Both go through one list of
+    points, so each occluder costs one call however the picture is split.
+    """
+    height, width = camera.height, camera.width
+    gh, gw = ground.shape[1:]
+    # one list of points: the coarse floor grid (see _coarse_ground), then the objects' pixels
+    p = [np.concatenate([ground[i].ravel(), points[i].ravel()[on_obj]]) for i in range(3)]
+    tl = [F32(light.position[i]) - p[i] for i in range(3)]
+    dist = np.sqrt(_dot(tl, tl))
+    tl = [c / dist for c in tl]
+    vis = np.ones(dist.shape, F32)
+    grow, gcol = np.divmod(np.arange(gh * gw), gw)
+    orow, ocol = np.divmod(on_obj, width)
+    prow = np.concatenate([grow * step, orow])          # the full-size pixel of each point
+    pcol = np.concatenate([gcol * step, ocol])
+    owners = np.concatenate([np.full(gh * gw, -1), owner])
     for k, (s, box) in enumerate(zip(solids, boxes)):
         if box is None:
             continue
-        v = occluder_visibility(s, _view(points, box), _view(to_light, box), _view(dist, box),
-                                light.penumbra, studio)
-        # an object's own dark side comes from n.l, not from here
-        _view(vis, box)[...] *= np.where(_view(ids, box) == k, F32(1), v)
-    return vis
+        r0, r1, c0, c1 = box
+        sel = np.flatnonzero((prow >= r0 - step) & (prow < r1 + step) & (pcol >= c0 - step)
+                             & (pcol < c1 + step) & (owners != k))
+        if sel.size:
+            vis[sel] *= occluder_visibility(s, [c[sel] for c in p], [c[sel] for c in tl],
+                                            dist[sel], light.penumbra, studio)
+    coarse = vis[:gh * gw].reshape(gh, gw)
+    out = coarse if step == 1 else _upsample(coarse, step, (height, width))
+    if step == 1:
+        out = out.copy()
+    out.ravel()[on_obj] = vis[gh * gw:]
+    return out
 
 
 def _occlusion(s: Solid, p, studio: Studio) -> np.ndarray:
@@ -516,7 +568,7 @@ def _mirror(solids, lights, owner, p, n, r, studio: Studio) -> list[np.ndarray]:
     t = ground_hit(o, r)
     hit = np.full(t.shape, -1, np.int16)
     for j, s in enumerate(solids):
-        tj = np.where(owner == j, INF, intersect(s, o, r))
+        tj = np.where(owner == j, INF, intersect(s, o, r, rounded=False))
         closer = tj < t
         t = np.where(closer, tj, t)
         hit[closer] = j
@@ -582,11 +634,13 @@ def shade(primary: PrimaryHits, camera: Camera, lights: list[Light],
     fields = []
     highlight = [np.zeros(on_obj.size, F32) for _ in range(3)]
     boxes = shadow_boxes(camera, lights, solids, studio) if solids else [[]] * len(lights)
+    step = SHADOW_STEP if camera.width >= 2 * SHADOW_STEP_FROM else 1
+    ground = _coarse_ground(camera, step)
     for lt, sboxes in zip(lights, boxes):
         to_light = np.stack([F32(lt.position[i]) - points[i] for i in range(3)])  # (3, H, W)
         dist = np.sqrt(_dot(to_light, to_light))
         to_light /= dist
-        lit = _shadows(lt, solids, sboxes, points, to_light, dist, ids, studio)
+        lit = _shadows(lt, solids, sboxes, camera, ground, points, on_obj, owner, studio, step)
         lit *= _strength(lt, dist, studio)
         ndl = _dot(normals, to_light)
         fields.append(np.maximum(ndl, 0) * lit)
@@ -594,9 +648,12 @@ def shade(primary: PrimaryHits, camera: Camera, lights: list[Light],
         h = [to_light[i].ravel()[on_obj] + v_obj[i] for i in range(3)]
         ndh = np.maximum(_dot(n_obj, h), 0) / np.sqrt(_dot(h, h))
         lit = lit.ravel()[on_obj] * (ndl.ravel()[on_obj] > 0)
-        lobe = lit * np.where(metal, studio.metal_spec * ndh ** studio.metal_shine
-                              + studio.metal_gloss * ndh ** studio.metal_gloss_shine,
-                              studio.rubber_spec * ndh ** studio.rubber_shine)
+        lobe = np.empty_like(ndh)
+        nm, nr = ndh[metal], ndh[~metal]
+        lobe[metal] = (studio.metal_spec * nm ** studio.metal_shine
+                       + studio.metal_gloss * nm ** studio.metal_gloss_shine)
+        lobe[~metal] = studio.rubber_spec * nr ** studio.rubber_shine
+        lobe *= lit
         for c in range(3):
             highlight[c] += F32(lt.intensity[c]) * lobe
 
