@@ -59,12 +59,48 @@ def test_fit_camera_recovers_the_jittered_camera():
         stored = np.column_stack([np.round(proj[:, :2]), proj[:, 2]])  # CLEVR rounds columns/rows
         cam = fit_camera(pts, stored)
         assert np.allclose(cam.position, true.position, atol=0.05)
-        # the same record drawn at half size: the camera is the same
-        half = fit_camera(pts, stored, 240, 160, scale=2)
-        assert np.allclose(half.position, cam.position, atol=1e-6)
-        assert (half.width, half.height) == (240, 160)
+        # stated at the wrong size, no camera fits: a clear error, not a wrong camera
+        with pytest.raises(ValueError, match="240x160"):
+            fit_camera(pts, stored, 240, 160)
     with pytest.raises(ValueError, match="pixel_coords"):
         fit_camera(np.zeros((2, 3)), np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("size", [(240, 160), (120, 120)])
+def test_render_record_of_a_synthclevr_record_at_its_own_size(tmp_path, capsys, size):
+    """A SynthCLEVR record states pixel_coords at the size it was made; drawn through the
+    fitted camera, at that size or another, it is the image the generator wrote."""
+    from filmlib.data import clevr
+    from filmlib.synth.generate import SplitSpec, generate_split
+    w, h = size
+    generate_split(tmp_path, SplitSpec(split="val", num_images=2, questions_per_image=1,
+                                       width=w, height=h, seed=4), progress=False)
+    info, scenes = clevr.load_scenes_file(clevr.scenes_path(tmp_path, "val"))
+    assert F.record_size(info) == (w, h)
+    for scene in scenes:
+        with Image.open(clevr.image_path(tmp_path, "val", scene["image_index"])) as im:
+            written = np.asarray(im.convert("RGB")).astype(int)
+        result, camera = F.render_record(scene, w, h, record_size=(w, h))
+        # the jitter of the lamps is unknown, so the floor differs a little; the objects sit
+        # where they were drawn
+        ids = object_id_map(scene["objects"], camera)
+        truth = F.outline_objects(written, ids)
+        assert (ids == truth).mean() > 0.97
+        assert np.abs(result.image - written).mean() < 12
+        # and at twice the size, the same camera centre
+        big, big_camera = F.render_record(scene, 2 * w, 2 * h, record_size=(w, h))
+        assert big_camera.position == camera.position and big.image.shape == (2 * h, 2 * w, 3)
+        with pytest.raises(ValueError, match=scene["image_filename"]):
+            F.render_record(scene, record_size=(480, 320) if w != 480 else (240, 160))
+    # the command reads the size from the file's info
+    out = tmp_path / "side.png"
+    path = clevr.image_path(tmp_path, "val", scenes[0]["image_index"])
+    assert main(["render", "--scenes", str(clevr.scenes_path(tmp_path, "val")), "--index",
+                 str(scenes[0]["image_index"]), "--out", str(out), "--compare", str(path)]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["mad"] < 12
+    big = [o for o in figures["objects"] if o["area_real"] > 150]
+    assert big and all(abs(o["area_ratio"] - 1) < 0.15 for o in big), figures["objects"]
 
 
 def test_outline_objects_finds_the_true_silhouettes():
@@ -143,6 +179,10 @@ def test_render_command(tmp_path, capsys, references):
     # bad input: one clear line naming the file
     assert main(["render", "--scenes", str(scenes), "--index", "4", "--out", str(plain)]) == 1
     assert "no scene with image_index 4" in capsys.readouterr().err
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"info": {}, "scenes": []}))
+    assert main(["render", "--scenes", str(empty), "--index", "0", "--out", str(plain)]) == 1
+    assert "empty.json: holds no scenes" in capsys.readouterr().err
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not a png")
     assert main(["render", "--scenes", str(scenes), "--index", "3", "--out", str(out),
@@ -158,7 +198,7 @@ def test_fit_studio_recovers_a_known_studio():
                           image_index=0, max_objects=5)
     truth = F.STUDIO.replace(ambient=(0.2, 0.2, 0.2), metal_reflect=0.6)
     result, _ = F.render_record(scene, 120, 80, studio=truth)
-    target = F.Target(scene, result.image, result.object_id)
+    target = F.Target(scene, result.image, result.object_id)   # a 480x320 record
     studio, lights, report = F.fit_studio([target], names=(("ambient", None), "metal_reflect"),
                                           fit_lights=False, downscale=1, max_evaluations=30)
     assert report["cost_after"] < 0.1 * report["cost_before"], report

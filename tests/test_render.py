@@ -266,17 +266,14 @@ def test_rotation_is_applied_as_radians():
     assert (ids[0.3] != ids[90.3]).sum() > 20
 
 
-def test_rounded_edges_trim_the_silhouette():
+def test_rounded_edges_trim_the_silhouette(monkeypatch):
     from filmlib.synth import render as R
     cam = default_camera(240, 160)
     for shape in ("cube", "cylinder"):
         rounded = (object_id_map([obj(shape, rotation=0.5)], cam) == 0).sum()
-        saved = dict(R.EDGE_ROUND)
-        try:
-            R.EDGE_ROUND[shape] = 0.0
+        with monkeypatch.context() as m:
+            m.setitem(R.EDGE_ROUND, shape, 0.0)
             sharp = (object_id_map([obj(shape, rotation=0.5)], cam) == 0).sum()
-        finally:
-            R.EDGE_ROUND.update(saved)
         assert 0.85 * sharp < rounded < 0.98 * sharp, (shape, rounded, sharp)
 
 

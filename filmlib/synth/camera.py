@@ -107,14 +107,17 @@ def sample_camera(rng: np.random.Generator, width: int = 480, height: int = 320,
 
 
 def fit_camera(points, pixel_coords, width: int = 480, height: int = 320, *,
-               scale: float = 1.0, iterations: int = 20) -> Camera:
-    """The jittered camera that took a CLEVR image, from its objects.
+               iterations: int = 20, tolerance: float = 3.0) -> Camera:
+    """The jittered camera that took a CLEVR image of ``width`` x ``height``, from its objects.
 
     ``points`` (N, 3) are the objects' ``3d_coords`` and ``pixel_coords`` (N, 3) their stored
-    ``[column, row, depth]`` at ``scale`` times this camera's size (so a 480x320 record can
-    be drawn at 240x160 with ``scale=2``). Gauss-Newton over the camera centre, aimed at the
+    ``[column, row, depth]`` in that image. Gauss-Newton over the camera centre, aimed at the
     origin with no roll as CLEVR's is; the stored depth (a float) pins the distance, the
-    rounded pixel positions the bearing.
+    rounded pixel positions the bearing. To draw the record at another size, keep the centre:
+    ``dataclasses.replace(camera, width=..., height=...)``.
+
+    Raises ``ValueError`` if no such camera puts every object within ``tolerance`` pixels of
+    its ``pixel_coords`` (the record was not made at this size, or not by such a camera).
     """
     pts = np.asarray(points, np.float64).reshape(-1, 3)
     target = np.asarray(pixel_coords, np.float64).reshape(-1, 3)
@@ -123,8 +126,7 @@ def fit_camera(points, pixel_coords, width: int = 480, height: int = 320, *,
                          f"and {len(pts)}, at least one)")
 
     def residual(pos):
-        proj = Camera(tuple(pos), width=round(width * scale), height=round(height * scale)
-                      ).project(pts)
+        proj = Camera(tuple(pos), width=width, height=height).project(pts)
         # a unit of depth weighs like 50 px: the float depth is far more precise than the
         # rounded pixel positions
         return np.concatenate([proj[:, 0] - target[:, 0], proj[:, 1] - target[:, 1],
@@ -138,4 +140,9 @@ def fit_camera(points, pixel_coords, width: int = 480, height: int = 320, *,
         pos = pos - step
         if np.abs(step).max() < 1e-9:
             break
+    worst = np.abs(residual(pos)[:2 * len(pts)]).max()
+    if not np.isfinite(worst) or worst > tolerance:
+        raise ValueError(f"no CLEVR camera puts these objects at their pixel_coords in a "
+                         f"{width}x{height} image (worst {worst:.1f} px): is that the size "
+                         "the record was made at?")
     return Camera(tuple(float(c) for c in pos), width=width, height=height)

@@ -17,6 +17,7 @@ tuned on (:func:`load_reference`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,12 @@ def base_lights() -> list[Light]:
 
 
 def render_record(scene: dict, width: int = 480, height: int = 320, *,
-                  lights: list[Light] | None = None,
+                  record_size: tuple[int, int] = (480, 320), lights: list[Light] | None = None,
                   studio: Studio = STUDIO) -> tuple[RenderResult, object]:
-    """Draw a CLEVR scene record through the camera that took it (fitted from its objects'
-    ``pixel_coords``, which are stated at 480x320); returns the render and the camera."""
+    """Draw a CLEVR scene record at ``width`` x ``height`` through the camera that took it,
+    fitted from its objects' ``pixel_coords`` in the record's own image of ``record_size``
+    (480x320 for the real CLEVR; a SynthCLEVR file's ``info.synthclevr`` gives its size,
+    see :func:`record_size`). Returns the render and the camera."""
     objects = scene.get("objects")
     if not objects:
         raise ValueError(f"scene {scene.get('image_filename', '?')} has no objects to fit "
@@ -50,10 +53,21 @@ def render_record(scene: dict, width: int = 480, height: int = 320, *,
         if missing:
             raise ValueError(f"scene {scene.get('image_filename', '?')}: object {k} lacks "
                              f"{sorted(missing)}")
-    camera = fit_camera([o["3d_coords"] for o in objects], [o["pixel_coords"] for o in objects],
-                        width, height, scale=480 / width)
+    try:
+        fitted = fit_camera([o["3d_coords"] for o in objects],
+                            [o["pixel_coords"] for o in objects], *record_size)
+    except ValueError as e:
+        raise ValueError(f"scene {scene.get('image_filename', '?')}: {e}") from None
+    camera = dataclasses.replace(fitted, width=width, height=height)
     lights = lights if lights is not None else base_lights()
     return render_scene(objects, camera, lights, studio=studio), camera
+
+
+def record_size(info: dict) -> tuple[int, int]:
+    """The image size a scenes file's ``pixel_coords`` are stated at: SynthCLEVR records its
+    own in ``info.synthclevr``; CLEVR's are 480x320."""
+    made = info.get("synthclevr") or {}
+    return int(made.get("width", 480)), int(made.get("height", 320))
 
 
 # --- Outlining the objects of a real image -------------------------------------------------------
@@ -86,8 +100,8 @@ def outline_objects(real: np.ndarray, object_id: np.ndarray, band: int = 4,
     pixels more than ``band`` outside every object are floor; each pixel in between goes to
     whichever of its candidates (the objects whose band holds it, and the floor) has the
     nearest colour model: the mean and covariance of the real pixels in the object's sure
-    interior, or of the floor in a ring just outside the band. A majority filter of radius
-    ``smooth`` then removes single stray pixels.
+    interior, or of the floor in a ring just outside the band. ``smooth`` passes of a 3x3
+    majority filter then remove single stray pixels.
     """
     img = np.asarray(real, np.float64)[..., :3]
     height, width = object_id.shape
@@ -190,7 +204,8 @@ def compare(real: np.ndarray, render: RenderResult, real_labels: np.ndarray | No
         out["objects"].append(row)
     out["colour_diff_mean"] = round(float(np.mean(diffs)), 2) if diffs else None
     if real_labels is not None:
-        ratios = [abs(r["area_ratio"] - 1) for r in out["objects"] if r.get("area_ratio")]
+        ratios = [abs(r["area_ratio"] - 1) if r["area_ratio"] is not None else 1.0
+                  for r in out["objects"] if r["area_real"] or r["area_render"]]
         out["area_error_max"] = round(float(max(ratios)), 3) if ratios else None
     return out
 
@@ -220,8 +235,11 @@ def save_labels(labels: np.ndarray, path: Path) -> None:
     from PIL import Image
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray((labels + 1).astype(np.uint8), mode="L").save(tmp, format="PNG")
-    tmp.replace(path)
+    try:
+        Image.fromarray((labels + 1).astype(np.uint8), mode="L").save(tmp, format="PNG")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_reference() -> list[Reference]:
@@ -266,8 +284,11 @@ def _save_png(image: np.ndarray, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(path)
+    try:
+        Image.fromarray(image).save(tmp, format="PNG")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def render_command(scenes_path, index: int, out, *, compare_with=None, masks=None,
@@ -277,15 +298,17 @@ def render_command(scenes_path, index: int, out, *, compare_with=None, masks=Non
     from PIL import Image
 
     from ..data import clevr
-    _, scenes = clevr.load_scenes_file(scenes_path)
+    info, scenes = clevr.load_scenes_file(scenes_path)
     by_index = {s.get("image_index"): s for s in scenes}
+    if not scenes:
+        raise ValueError(f"{scenes_path}: holds no scenes")
     if index not in by_index:
         raise ValueError(f"{scenes_path}: no scene with image_index {index} (it holds "
                          f"{len(scenes)} scenes, image_index {min(by_index)}..{max(by_index)})")
     scene = by_index[index]
     summary = {"scene": scene.get("image_filename"), "out": str(out)}
     if compare_with is None:
-        result, camera = render_record(scene, width, height)
+        result, camera = render_record(scene, width, height, record_size=record_size(info))
         _save_png(result.image, out)
         summary["camera"] = [round(c, 4) for c in camera.position]
         return summary
@@ -294,7 +317,8 @@ def render_command(scenes_path, index: int, out, *, compare_with=None, masks=Non
             real = np.asarray(im.convert("RGB"))
     except OSError as e:
         raise ValueError(f"{compare_with}: not a readable image ({e})") from None
-    result, camera = render_record(scene, real.shape[1], real.shape[0])
+    result, camera = render_record(scene, real.shape[1], real.shape[0],
+                                   record_size=record_size(info))
     if masks is not None:
         labels = load_labels(masks)
         if labels.shape != real.shape[:2]:
@@ -321,10 +345,12 @@ FITTED = (("ambient", 0), ("ambient", 1), ("ambient", 2), "ambient_base",
 
 @dataclass
 class Target:
-    """One calibration image: a scene record, the real picture, its object outlines."""
+    """One calibration image: a scene record, the real picture, its object outlines, and the
+    image size the record's ``pixel_coords`` are stated at."""
     scene: dict
     image: np.ndarray
     labels: np.ndarray
+    record_size: tuple[int, int] = (480, 320)
 
 
 def _studio_vector(studio: Studio, lights: list[Light] | None, names) -> np.ndarray:
@@ -361,8 +387,8 @@ def fit_studio(targets: list[Target], *, studio: Studio = STUDIO,
     """Fit studio numbers (``names``) and, with ``fit_lights``, the lamps' RGB intensities to
     real images by least squares (scipy).
 
-    The residuals are every fourth pixel's difference (at ``1/downscale`` of the images' size,
-    weighted 1/4) and each object's mean colour difference inside its outline (weight 1), in
+    The residuals are the differences at every fourth row and column (at ``1/downscale`` of
+    the images' size, weighted 1/4) and each object's mean colour difference inside its outline (weight 1), in
     levels of 255: the whole picture for the floor, backdrop and shadows, and the objects,
     which cover a small share of it, for the materials. Returns the fitted studio and lamps
     and a report (``cost`` before and after, ``evaluations``).
@@ -380,13 +406,14 @@ def fit_studio(targets: list[Target], *, studio: Studio = STUDIO,
                              f"downscale {downscale}")
         real = np.asarray(t.image, float)[..., :3]
         small = real.reshape(h // downscale, downscale, w // downscale, downscale, 3).mean((1, 3))
-        prepared.append((t.scene, small, t.labels[::downscale, ::downscale]))
+        prepared.append((t.scene, small, t.labels[::downscale, ::downscale], t.record_size))
 
     def residuals(x):
         st, lt = _studio_from(x, studio, lights, names)  # noqa: F841 (lt: the lamps tried)
         out = []
-        for scene, real, labels in prepared:
-            res, _ = render_record(scene, real.shape[1], real.shape[0], lights=lt, studio=st)
+        for scene, real, labels, size in prepared:
+            res, _ = render_record(scene, real.shape[1], real.shape[0], record_size=size,
+                                   lights=lt, studio=st)
             out.append((res.image - real)[::4, ::4].ravel() / 4)
             for k in range(len(scene["objects"])):
                 mine, theirs = res.object_id == k, labels == k

@@ -124,7 +124,8 @@ def _dot(a, b):
 
 
 def _smoothstep(edge0, edge1, x):
-    u = np.minimum(np.maximum((x - edge0) / (edge1 - edge0), F32(0)), F32(1))
+    span = max(float(edge1) - float(edge0), 1e-6)   # a step, not a division by zero
+    u = np.minimum(np.maximum((x - edge0) * F32(1 / span), F32(0)), F32(1))
     return u * u * (3 - 2 * u)
 
 
@@ -471,7 +472,7 @@ def _upsample(a: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
         pos = np.arange(n, dtype=F32) / step
         lo = np.minimum(pos.astype(int), a.shape[axis] - 1)
         hi = np.minimum(lo + 1, a.shape[axis] - 1)
-        frac = np.minimum(pos - lo, 1).reshape((-1, 1) if axis == 0 else (1, -1))
+        frac = np.minimum(pos - lo.astype(F32), F32(1)).reshape((-1, 1) if axis == 0 else (1, -1))
         out = (np.take(out, lo, axis) * (1 - frac) + np.take(out, hi, axis) * frac)
     return out
 
