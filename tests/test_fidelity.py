@@ -193,7 +193,7 @@ def test_render_command(tmp_path, capsys, references):
 
 def test_fit_studio_recovers_a_known_studio():
     """Targets drawn with a brighter sky and a dimmer key lamp: the fit finds them again."""
-    pytest.importorskip("scipy")  # the notebooks extra; `make test` installs it
+    pytest.importorskip("scipy")  # the notebooks extra, which `make test` installs
     scene, _ = make_scene(np.random.default_rng(11), width=480, height=320, split="val",
                           image_index=0, max_objects=5)
     truth = F.STUDIO.replace(ambient=(0.2, 0.2, 0.2), metal_reflect=0.6)

@@ -395,8 +395,8 @@ def fit_studio(targets: list[Target], *, studio: Studio = STUDIO,
     """
     try:
         from scipy.optimize import least_squares
-    except ImportError as e:  # scipy comes with the notebooks extra (scikit-learn)
-        raise ImportError("fit_studio needs scipy: pip install -e '.[notebooks]'") from e
+    except ImportError as e:
+        raise ImportError("fit_studio needs scipy (the notebooks extra): pip install -e '.[notebooks]'") from e
     lights = lights if lights is not None else base_lights()
     prepared = []
     for t in targets:
