@@ -467,6 +467,8 @@ def occluder_visibility(s: Solid, p, to_light, dist, penumbra: float,
 def _upsample(a: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear interpolation of ``a``, sampled at every ``step``-th pixel (from pixel 0), to
     ``shape``; clamped at the far edges."""
+    if step == 1:
+        return np.array(a, F32)
     out = a
     for axis, n in enumerate(shape):
         pos = np.arange(n, dtype=F32) / step
@@ -477,53 +479,63 @@ def _upsample(a: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _coarse_ground(camera: Camera, step: int) -> np.ndarray:
-    """Ground-plane points (3, H/step, W/step) seen through every ``step``-th pixel (where a
-    ray sees an object, the floor behind it; where it misses the floor, a far point)."""
+@dataclass
+class _ShadowPoints:
+    """The points whose shadows are found, in one list: the floor on a grid of every
+    ``step``-th pixel, then the objects' own pixels; with the full-size pixel of each and the
+    object it lies on (-1: floor). The same for every lamp."""
+    xyz: list            # 3 arrays (N,)
+    row: np.ndarray
+    col: np.ndarray
+    owner: np.ndarray
+    grid: tuple          # (rows, columns) of the floor grid
+    step: int
+
+
+def _shadow_points(camera: Camera, points, on_obj, owner, step: int) -> _ShadowPoints:
+    # the floor grid: where a ray sees an object, the floor behind it (it only feeds the
+    # interpolation); where it misses the floor, a far point
     rows, cols = np.mgrid[0:camera.height:step, 0:camera.width:step].astype(F32) + F32(0.5)
     d = camera.rays(cols, rows)
     t = ground_hit(camera.position, d)
     t = np.where(np.isfinite(t), t, F32(1e3))
-    return np.stack([F32(camera.position[i]) + d[i] * t for i in range(3)])
+    grid = t.shape
+    xyz = [np.concatenate([(F32(camera.position[i]) + d[i] * t).ravel(),
+                           points[i].ravel()[on_obj]]) for i in range(3)]
+    grow, gcol = np.divmod(np.arange(grid[0] * grid[1]), grid[1])
+    orow, ocol = np.divmod(on_obj, camera.width)
+    return _ShadowPoints(xyz, np.concatenate([grow * step, orow]),
+                         np.concatenate([gcol * step, ocol]),
+                         np.concatenate([np.full(grow.size, -1), owner]), grid, step)
 
 
-def _shadows(light, solids, boxes, camera, ground, points, on_obj, owner, studio,
-             step) -> np.ndarray:
+def _shadows(light, solids, boxes, sp: _ShadowPoints, shape, studio) -> np.ndarray:
     """Soft visibility (H, W) of ``light`` from the visible surfaces; ``boxes``: the screen
     box of each solid's shadow volume.
 
     Shadows are soft (the lamps are large), so the floor's are found on every ``step``-th
     pixel of the ground plane and interpolated; the objects' own pixels are done one by one
     (an object's own dark side comes from n.l, not from here). Both go through one list of
-    points, so each occluder costs one call however the picture is split.
+    points (:class:`_ShadowPoints`), so each occluder costs one call.
     """
-    height, width = camera.height, camera.width
-    gh, gw = ground.shape[1:]
-    # one list of points: the coarse floor grid (see _coarse_ground), then the objects' pixels
-    p = [np.concatenate([ground[i].ravel(), points[i].ravel()[on_obj]]) for i in range(3)]
-    tl = [F32(light.position[i]) - p[i] for i in range(3)]
+    tl = [F32(light.position[i]) - sp.xyz[i] for i in range(3)]
     dist = np.sqrt(_dot(tl, tl))
     tl = [c / dist for c in tl]
     vis = np.ones(dist.shape, F32)
-    grow, gcol = np.divmod(np.arange(gh * gw), gw)
-    orow, ocol = np.divmod(on_obj, width)
-    prow = np.concatenate([grow * step, orow])          # the full-size pixel of each point
-    pcol = np.concatenate([gcol * step, ocol])
-    owners = np.concatenate([np.full(gh * gw, -1), owner])
+    pad = sp.step
     for k, (s, box) in enumerate(zip(solids, boxes)):
         if box is None:
             continue
         r0, r1, c0, c1 = box
-        sel = np.flatnonzero((prow >= r0 - step) & (prow < r1 + step) & (pcol >= c0 - step)
-                             & (pcol < c1 + step) & (owners != k))
+        sel = np.flatnonzero((sp.row >= r0 - pad) & (sp.row < r1 + pad) & (sp.col >= c0 - pad)
+                             & (sp.col < c1 + pad) & (sp.owner != k))
         if sel.size:
-            vis[sel] *= occluder_visibility(s, [c[sel] for c in p], [c[sel] for c in tl],
+            vis[sel] *= occluder_visibility(s, [c[sel] for c in sp.xyz], [c[sel] for c in tl],
                                             dist[sel], light.penumbra, studio)
-    coarse = vis[:gh * gw].reshape(gh, gw)
-    out = coarse if step == 1 else _upsample(coarse, step, (height, width))
-    if step == 1:
-        out = out.copy()
-    out.ravel()[on_obj] = vis[gh * gw:]
+    n_floor = sp.grid[0] * sp.grid[1]
+    out = _upsample(vis[:n_floor].reshape(sp.grid), sp.step, shape)
+    objects = sp.owner >= 0
+    np.put(out, (sp.row * shape[1] + sp.col)[objects], vis[objects])
     return out
 
 
@@ -636,12 +648,12 @@ def shade(primary: PrimaryHits, camera: Camera, lights: list[Light],
     highlight = [np.zeros(on_obj.size, F32) for _ in range(3)]
     boxes = shadow_boxes(camera, lights, solids, studio) if solids else [[]] * len(lights)
     step = SHADOW_STEP if camera.width >= 2 * SHADOW_STEP_FROM else 1
-    ground = _coarse_ground(camera, step)
+    spoints = _shadow_points(camera, points, on_obj, owner, step)
     for lt, sboxes in zip(lights, boxes):
         to_light = np.stack([F32(lt.position[i]) - points[i] for i in range(3)])  # (3, H, W)
         dist = np.sqrt(_dot(to_light, to_light))
         to_light /= dist
-        lit = _shadows(lt, solids, sboxes, camera, ground, points, on_obj, owner, studio, step)
+        lit = _shadows(lt, solids, sboxes, spoints, ids.shape, studio)
         lit *= _strength(lt, dist, studio)
         ndl = _dot(normals, to_light)
         fields.append(np.maximum(ndl, 0) * lit)
