@@ -69,7 +69,7 @@ VOCAB, ANSWERS, BATCH = 93, 28, 64
 STEPS = {"smoke": (3, 30), "cpu": (2, 8), "paper": (1, 5)}        # (least warm-up, timed)
 MAX_WARMUP = 14                                # warm-up steps at most, waiting for no page faults
 SETTLED = 2                                    # ... in this many steps in a row
-AUTHORS = {"features": 7.9, "pixels": 5.2}   # the authors' code on this machine (issue 3), samples/s
+AUTHORS = {"features": 7.9, "pixels": 5.2}   # the authors' code on this machine, samples/s
 TIMED_FIELDS = ("samples_per_s", "step_seconds", "achieved_gflop_per_s", "peak_rss_mb", "matmul_gflop_per_s_around",
                 "warmup_steps", "timed_steps")
 CLEVR_PADDED = 46                            # CLEVR's longest question, the authors' padded length
@@ -277,7 +277,7 @@ def main(argv=None):
           "`matmul around` is its matmul GFLOP/s just before and after that row's steps.", "",
           "`filmlib`: how `filmlib.train.Trainer` runs on the CPU. `reference`: the same model and batch "
           "run the authors' way (nn.GRU over 46 padded positions, NCHW, unfused Adam), same run. "
-          "The authors' own code, measured on this machine earlier (issue 3), for comparison.", "",
+          "The authors' own code, measured on this machine earlier, for comparison.", "",
           "| preset | stem | style | params | samples/s | useful GFLOP/s | of peak | peak RSS MB | authors' code, samples/s | vs authors | vs reference | matmul around |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
