@@ -1,11 +1,22 @@
 """One trainer for every model of the project (FiLM and the baselines).
 
 Plain and linear, in the spirit of nanoGPT's ``train.py``: Adam (lr 3e-4, weight decay 1e-5 on
-everything), batch 64, cross-entropy, no schedule, no clipping (the paper's settings); early
-stopping on val accuracy; after every epoch ``last.pt`` (and ``best.pt`` when val improves)
-are written atomically, each a single dict that :meth:`Trainer.fit` reads back to resume
-exactly where a killed run stopped: the epoch's shuffling comes from (seed, epoch), so a
+everything), batch 64, cross-entropy, no schedule, no clipping (the paper's settings, the
+defaults); early stopping on val accuracy; after every epoch ``last.pt`` (and ``best.pt`` when
+val improves) are written atomically, each a single dict that :meth:`Trainer.fit` reads back to
+resume exactly where a killed run stopped: the epoch's shuffling comes from (seed, epoch), so a
 resumed run replays the interrupted epoch and ends with bit-identical weights on the CPU.
+
+For time-to-accuracy runs, three switches (all off by default):
+
+- ``schedule``: a learning-rate warm-up over ``warmup_samples`` questions, then constant,
+  cosine or linear decay to ``min_lr_ratio * lr`` at ``schedule_samples`` (default
+  ``max_samples``); the factor is a function of the questions seen, so it survives resume.
+- ``max_samples``: a budget of questions seen; training stops mid-epoch when it is spent.
+- ``eval_every_samples``: every that many questions, accuracy on a fixed ``curve_set``
+  (default: the val set) goes to ``curve.jsonl`` with the questions seen, the training
+  minutes (evaluation excluded) and the learning rate, and ``last.pt`` is written there too:
+  a run killed mid-epoch resumes from the last curve point, skipping the batches it had done.
 
 DistributedDataParallel is switched on by the environment ``torchrun`` sets; bf16 autocast
 and ``torch.compile`` are switches for GPUs. Metrics go to ``metrics.jsonl`` and
@@ -15,6 +26,7 @@ checkpoint in place.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -57,8 +69,39 @@ class TrainConfig:
                                       # oneDNN's convolutions run faster in that layout)
     fused_adam: bool = True           # one fused Adam kernel over each tensor (same update rule)
     retain_memory: bool | None = None # keep freed memory for reuse (filmlib.memory; None: on the CPU)
+    schedule: str = "constant"        # constant | warmup_constant | warmup_cosine | warmup_linear
+    warmup_samples: int = 0           # linear warm-up from 0 over this many questions
+    schedule_samples: int | None = None   # where the decay ends (default: max_samples)
+    min_lr_ratio: float = 0.0         # the decay's floor, as a fraction of lr
+    max_samples: int | None = None    # budget of questions seen: stops mid-epoch when spent
+    eval_every_samples: int | None = None  # curve points (curve.jsonl) and mid-epoch checkpoints
+    grad_clip: float | None = None    # clip the global gradient norm (None: no clipping)
     progress: bool = True
     extra: dict = field(default_factory=dict)   # recorded in checkpoints (e.g. the model preset)
+
+
+SCHEDULES = ("constant", "warmup_constant", "warmup_cosine", "warmup_linear")
+
+
+def lr_factor(cfg: TrainConfig, samples: int) -> float:
+    """The learning-rate multiplier after ``samples`` questions (see the module docstring)."""
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, not {cfg.schedule!r}")
+    if cfg.schedule == "constant":
+        return 1.0
+    warm = max(int(cfg.warmup_samples), 0)
+    if samples < warm:
+        return (samples + 1) / warm
+    if cfg.schedule == "warmup_constant":
+        return 1.0
+    horizon = cfg.schedule_samples or cfg.max_samples
+    if not horizon:
+        raise ValueError(f"schedule {cfg.schedule!r} needs schedule_samples or max_samples")
+    progress = min(max((samples - warm) / max(horizon - warm, 1), 0.0), 1.0)
+    floor = cfg.min_lr_ratio
+    if cfg.schedule == "warmup_cosine":
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return floor + (1 - floor) * (1 - progress)
 
 
 def _seed_everything(seed: int):
@@ -76,10 +119,11 @@ class EpochSampler(Sampler[int]):
 
     def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True):
         self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0):
+        """The epoch to draw, and how many of this rank's indices to skip (a resumed epoch)."""
+        self.epoch, self.start = epoch, start
 
     def _order(self) -> list[int]:
         if not self.shuffle:
@@ -90,10 +134,10 @@ class EpochSampler(Sampler[int]):
     def __iter__(self):
         order = self._order()
         usable = len(order) - len(order) % self.world
-        return iter(order[self.rank:usable:self.world])
+        return iter(order[self.rank:usable:self.world][self.start:])
 
     def __len__(self):
-        return self.n // self.world
+        return self.n // self.world - self.start
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,8 +172,12 @@ class Trainer:
 
     def __init__(self, model: nn.Module, train_set: Dataset, val_set: Dataset | None,
                  cfg: TrainConfig, *, collate_fn: Callable | None = None,
-                 batch_fn: Callable = default_batch, model_config: dict | None = None):
+                 batch_fn: Callable = default_batch, model_config: dict | None = None,
+                 curve_set: Dataset | None = None):
         self.cfg, self.batch_fn, self.collate_fn = cfg, batch_fn, collate_fn
+        lr_factor(cfg, 0)                      # an unknown schedule fails here, not mid-run
+        if cfg.eval_every_samples is not None and cfg.eval_every_samples < 1:
+            raise ValueError(f"eval_every_samples must be >= 1, not {cfg.eval_every_samples}")
         self.rank, self.world, local_rank = distributed_env()
         self.distributed = self.world > 1
         if cfg.threads:
@@ -152,6 +200,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model_config = model_config or {}
         self.train_set, self.val_set = train_set, val_set
+        self.curve_set = curve_set if curve_set is not None else val_set
         self.sampler = EpochSampler(len(train_set), cfg.seed, self.rank, self.world)
         self.out = Path(cfg.out_dir)
         fused = cfg.fused_adam and self.device.type in ("cpu", "cuda") and all(
@@ -161,6 +210,10 @@ class Trainer:
         self.epoch, self.step, self.best_val, self.best_epoch = 0, 0, -1.0, -1
         self.history: list[dict] = []
         self.train_seconds = 0.0
+        self.samples = 0                  # questions seen (all processes together)
+        self.curve: list[dict] = []       # the eval_every_samples points
+        self.epoch_batches = 0            # batches of the current epoch already done (resume)
+        self.epoch_partial: dict | None = None   # its running sums
         self._net = self.model
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -174,7 +227,9 @@ class Trainer:
                 "epoch": self.epoch, "step": self.step, "best_val": self.best_val,
                 "best_epoch": self.best_epoch, "history": self.history,
                 "train_seconds": self.train_seconds, "train_config": asdict(self.cfg),
-                "model_config": self.model_config, "torch_rng": torch.get_rng_state()}
+                "model_config": self.model_config, "torch_rng": torch.get_rng_state(),
+                "samples": self.samples, "curve": self.curve, "epoch_batches": self.epoch_batches,
+                "epoch_partial": self.epoch_partial}
 
     def load_state(self, ckpt: dict):
         self.model.load_state_dict(ckpt["model"])
@@ -183,6 +238,10 @@ class Trainer:
         self.best_val, self.best_epoch = ckpt["best_val"], ckpt["best_epoch"]
         self.history, self.train_seconds = list(ckpt["history"]), ckpt["train_seconds"]
         torch.set_rng_state(ckpt["torch_rng"])
+        self.samples = ckpt.get("samples", self.step * self.cfg.batch_size)
+        self.curve = list(ckpt.get("curve", []))
+        self.epoch_batches = ckpt.get("epoch_batches", 0)
+        self.epoch_partial = ckpt.get("epoch_partial")
 
     @property
     def is_main(self) -> bool:
@@ -204,25 +263,49 @@ class Trainer:
         enabled = self.cfg.bf16 and self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
+    def _set_lr(self):
+        if self.cfg.schedule != "constant":
+            lr = self.cfg.lr * lr_factor(self.cfg, self.samples)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
+    def _current_lr(self) -> float:
+        return self.cfg.lr * lr_factor(self.cfg, self.samples)
+
     def train_epoch(self) -> dict:
+        cfg = self.cfg
         self._net.train()
-        self.sampler.set_epoch(self.epoch)
+        skip = self.epoch_batches                # > 0: resuming inside this epoch
+        per_rank = cfg.batch_size // self.world
+        self.sampler.set_epoch(self.epoch, start=skip * per_rank)
         loader = self._loader(self.train_set, self.sampler)
-        total, correct, loss_sum, seen = len(loader), 0, 0.0, 0
-        if self.cfg.max_steps_per_epoch:
-            total = min(total, self.cfg.max_steps_per_epoch)
-        bar = _bar(total, f"epoch {self.epoch + 1}", self.cfg.progress and self.is_main)
-        limit = self.cfg.time_limit_minutes
+        total = len(loader) + skip
+        if cfg.max_steps_per_epoch:
+            total = min(total, cfg.max_steps_per_epoch)
+        sums = self.epoch_partial or {"correct": 0, "loss_sum": 0.0, "seen": 0}
+        correct, loss_sum, seen = sums["correct"], sums["loss_sum"], sums["seen"]
+        seen_before = seen
+        bar = _bar(total, f"epoch {self.epoch + 1}", cfg.progress and self.is_main)
+        bar.update(skip)
+        limit = cfg.time_limit_minutes
         budget = None if limit is None else 60 * limit - self.train_seconds   # seconds left
-        t0, partial = time.perf_counter(), False
-        for i, batch in enumerate(loader):
+        every = cfg.eval_every_samples
+        next_eval = None if every is None else (self.samples // every + 1) * every
+        window = {"correct": 0, "seen": 0}       # train accuracy since the last curve point
+        t0, paused, partial = time.perf_counter(), 0.0, False
+        for i, batch in enumerate(loader, start=skip):
             if i >= total:
                 break
-            if budget is not None and self._out_of_time(time.perf_counter() - t0 >= budget):
+            spent = time.perf_counter() - t0 - paused
+            if budget is not None and self._out_of_time(spent >= budget):
                 partial = True       # the time limit falls inside this epoch: stop here
+                break
+            if cfg.max_samples is not None and self.samples >= cfg.max_samples:
+                partial = True       # the question budget is spent
                 break
             visual, questions, answers = (t.to(self.device, non_blocking=True) for t in self.batch_fn(batch))
             visual = self._layout(visual)
+            self._set_lr()
             with self._autocast():
                 logits = self._net(visual, questions)
                 loss = F.cross_entropy(logits.float(), answers)
@@ -232,22 +315,56 @@ class Trainer:
                     f"good checkpoint is {self.out / 'last.pt'}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
             self.step += 1
             _debug_kill(self.step)
             n = answers.numel()
+            self.samples += n * self.world
             seen += n
             loss_sum += loss.item() * n
-            correct += (logits.argmax(1) == answers).sum().item()
+            hits = (logits.argmax(1) == answers).sum().item()
+            correct += hits
+            window["correct"] += hits
+            window["seen"] += n
             bar.update(1)
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            if next_eval is not None and self.samples >= next_eval:
+                t_eval = time.perf_counter()
+                self.epoch_batches = i + 1
+                self.epoch_partial = {"correct": correct, "loss_sum": loss_sum, "seen": seen}
+                self._curve_point(self.train_seconds + (t_eval - t0 - paused), window)
+                window = {"correct": 0, "seen": 0}
+                next_eval = (self.samples // every + 1) * every
+                self._net.train()
+                paused += time.perf_counter() - t_eval
         bar.close()
+        self.epoch_batches, self.epoch_partial = 0, None
+        self._epoch_train_seconds = time.perf_counter() - t0 - paused
+        self._epoch_new_samples = (seen - seen_before) * self.world
         row = {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                "train_samples": seen * self.world}
         if partial:
             row["partial_epoch"] = True
         return row
+
+    def _curve_point(self, train_seconds: float, window: dict):
+        """One point of the time-to-accuracy curve; also a mid-epoch ``last.pt``."""
+        acc = self.evaluate(self.curve_set) if self.curve_set is not None else None
+        point = {"samples": self.samples, "step": self.step, "epoch": self.epoch + 1,
+                 "train_minutes": round(train_seconds / 60, 3), "val_accuracy": acc,
+                 "train_accuracy": window["correct"] / max(window["seen"], 1),
+                 "lr": self._current_lr()}
+        self.curve.append(point)
+        if self.is_main:
+            saved = self.train_seconds
+            self.train_seconds = train_seconds      # the checkpoint's clock, at this point
+            atomic_save(self.state(), self.out / "last.pt")
+            self.train_seconds = saved
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "curve.jsonl", "".join(json.dumps(p) + "\n" for p in self.curve))
 
     def _out_of_time(self, mine: bool) -> bool:
         """Whether to stop for the time limit; under DDP every process follows rank 0's clock
@@ -283,14 +400,15 @@ class Trainer:
                 break
             if cfg.time_limit_minutes is not None and self.train_seconds >= 60 * cfg.time_limit_minutes:
                 break
-            t0 = time.perf_counter()
+            if cfg.max_samples is not None and self.samples >= cfg.max_samples:
+                break
             row = self.train_epoch()
-            seconds = time.perf_counter() - t0
+            seconds = self._epoch_train_seconds
             self.train_seconds += seconds
             self.epoch += 1
             row.update(epoch=self.epoch, step=self.step, epoch_seconds=round(seconds, 3),
                        train_minutes=round(self.train_seconds / 60, 3),
-                       samples_per_s=round(row["train_samples"] / seconds, 2))
+                       samples_per_s=round(self._epoch_new_samples / max(seconds, 1e-9), 2))
             if self.val_set is not None:
                 row["val_accuracy"] = self.evaluate(self.val_set)
                 if row["val_accuracy"] > self.best_val:
@@ -305,7 +423,7 @@ class Trainer:
                 self._log(row)
         return {"epochs": self.epoch, "steps": self.step, "best_val_accuracy": self.best_val,
                 "best_epoch": self.best_epoch, "train_minutes": self.train_seconds / 60,
-                "history": self.history}
+                "samples": self.samples, "history": self.history, "curve": self.curve}
 
     def _log(self, row: dict):
         """Rewrite metrics.jsonl / metrics.csv from the history (which the checkpoint holds

@@ -129,3 +129,63 @@ def test_cpu_trainer_uses_fused_adam_and_channels_last(tmp_path):
                   TrainConfig(out_dir=str(tmp_path), channels_last=False, fused_adam=False, progress=False))
     assert not off.optimizer.param_groups[0]["fused"]
     assert not off.model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+# --- schedules, question budgets, curve points and resuming inside an epoch ---------------------
+
+SCHEDULED = ("--schedule", "warmup_cosine", "--warmup", "48", "--eval-every", "40", "--max-samples", "352")
+
+
+@pytest.fixture(scope="module")
+def scheduled_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sched")
+    r = run_tiny(out, *SCHEDULED)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_question_budget_and_curve_points(scheduled_reference):
+    ckpt = load_checkpoint(scheduled_reference / "last.pt")
+    assert ckpt["samples"] == 352 and ckpt["step"] == 44          # 352 / batch 8, mid-epoch 4
+    curve = [json.loads(x) for x in (scheduled_reference / "curve.jsonl").read_text().splitlines()]
+    assert [p["samples"] for p in curve] == [40 * k for k in range(1, 9)]
+    assert all(0 <= p["val_accuracy"] <= 1 and p["train_minutes"] >= 0 for p in curve)
+    lrs = [p["lr"] for p in curve]
+    assert lrs[0] < lrs[1] and lrs[1] > lrs[-1]                   # warm-up, then decay
+    rows = [json.loads(x) for x in (scheduled_reference / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["partial_epoch"] and rows[-1]["epoch"] == 4
+
+
+def test_killed_mid_epoch_resumes_from_the_curve_point(scheduled_reference, tmp_path):
+    # 12 steps an epoch; curve points every 5 steps; killed at step 18 -> last point at step 15
+    r = run_tiny(tmp_path, *SCHEDULED, env={"FILMLIB_KILL_AT_STEP": "18"})
+    assert r.returncode != 0
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["step"] == 15 and ckpt["epoch"] == 1 and ckpt["epoch_batches"] == 3
+    r = run_tiny(tmp_path, *SCHEDULED)
+    assert r.returncode == 0, r.stderr
+    a, b = weights(scheduled_reference), weights(tmp_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ref = [json.loads(x) for x in (scheduled_reference / "curve.jsonl").read_text().splitlines()]
+    got = [json.loads(x) for x in (tmp_path / "curve.jsonl").read_text().splitlines()]
+    assert [(p["samples"], p["val_accuracy"], p["lr"]) for p in got] == \
+        [(p["samples"], p["val_accuracy"], p["lr"]) for p in ref]
+    ref_rows = [json.loads(x) for x in (scheduled_reference / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["train_accuracy"], r["val_accuracy"]) for r in rows] == \
+        [(r["epoch"], r["train_accuracy"], r["val_accuracy"]) for r in ref_rows]
+
+
+def test_lr_factor_shapes():
+    from filmlib.train import lr_factor
+    cfg = TrainConfig(schedule="warmup_cosine", warmup_samples=100, max_samples=1100, min_lr_ratio=0.1)
+    assert lr_factor(cfg, 0) == pytest.approx(0.01) and lr_factor(cfg, 99) == pytest.approx(1.0)
+    assert lr_factor(cfg, 600) == pytest.approx(0.55) and lr_factor(cfg, 1100) == pytest.approx(0.1)
+    assert lr_factor(cfg, 5000) == pytest.approx(0.1)
+    lin = TrainConfig(schedule="warmup_linear", warmup_samples=0, schedule_samples=1000)
+    assert lr_factor(lin, 250) == pytest.approx(0.75)
+    assert lr_factor(TrainConfig(), 10**9) == 1.0
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        lr_factor(TrainConfig(schedule="step"), 0)
+    with pytest.raises(ValueError, match="needs schedule_samples or max_samples"):
+        lr_factor(TrainConfig(schedule="warmup_cosine"), 10)

@@ -42,9 +42,15 @@ def main(argv=None):
     p.add_argument("out")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--schedule", default="constant")
+    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--max-samples", type=int)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    cfg = TrainConfig(out_dir=a.out, epochs=a.epochs, batch_size=a.batch, patience=None, progress=False, seed=3)
+    cfg = TrainConfig(out_dir=a.out, epochs=a.epochs, batch_size=a.batch, patience=None, progress=False, seed=3,
+                      schedule=a.schedule, warmup_samples=a.warmup, eval_every_samples=a.eval_every,
+                      max_samples=a.max_samples, schedule_samples=a.max_samples or 384)
     torch.manual_seed(0)
     trainer = Trainer(TinyModel(), TinyData(), TinyData(32, seed=1), cfg)
     summary = trainer.fit()
