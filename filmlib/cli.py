@@ -96,6 +96,48 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--workers", type=_positive, default=1, help="image-loading processes (default 1)")
     pp.add_argument("--force", action="store_true", help="redo outputs even if up to date")
 
+    sm = sub.add_parser("scene-maps", help="write the scene-graph ('perfect perception') maps of each split",
+                        description="Write <split>_oracle.h5 into --out for each split: 19 x 10 x 10 maps "
+                        "drawn from the split's scene graphs (one-hot colour, shape, material, size, "
+                        "objectness, depth, centre offset at each object's cell). A FiLM model reads "
+                        "them with --stem features --features oracle.")
+    sm.add_argument("--root", required=True, type=Path, help="dataset root (scenes/)")
+    sm.add_argument("--out", required=True, type=Path, help="preprocessed folder to write into")
+    sm.add_argument("--splits", nargs="+", default=["train", "val"], help="splits (default train val)")
+    sm.add_argument("--grid", type=_positive, default=10, help="cells per side (default 10)")
+
+    pc = sub.add_parser("perception", help="pre-train the perception CNN on the scene graphs; cache its maps",
+                        description="Train a small CNN (the FiLM pixel stem's shape) with dense per-cell "
+                        "targets from the train scene graphs, report per-attribute accuracy on val "
+                        "objects, and write its frozen maps as <split>_perception.h5 into --cache for "
+                        "each split. A finished pre-training in --out is kept.")
+    pc.add_argument("--cache", required=True, type=Path, help="preprocessed folder with <split>_images.h5")
+    pc.add_argument("--root", required=True, type=Path, help="dataset root (scenes/)")
+    pc.add_argument("--out", required=True, type=Path, help="folder for perception.pt and metrics.json")
+    pc.add_argument("--splits", nargs="+", default=["train", "val", "test"], help="splits to extract")
+    pc.add_argument("--epochs", type=_positive, default=4, help="epochs over the train images (default 4)")
+    pc.add_argument("--minutes", type=float, help="time budget for the pre-training")
+    pc.add_argument("--batch-size", type=_positive, default=64, help="batch (default 64)")
+    pc.add_argument("--lr", type=float, default=1e-3, help="Adam peak learning rate (cosine decay; default 1e-3)")
+    pc.add_argument("--threads", type=_positive, help="torch CPU threads")
+    pc.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    pc.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    st = sub.add_parser("study", help="train one recipe of the time-to-accuracy study (resumable)",
+                        description="Train a recipe of filmlib.study.RECIPES into --out/<recipe>, with "
+                        "val accuracy on a fixed subset every --eval-every questions; resumes an "
+                        "interrupted run; prints the study table of --out.")
+    st.add_argument("--data", required=True, type=Path, help="preprocessed folder")
+    st.add_argument("--out", required=True, type=Path, help="study folder (one run directory per recipe)")
+    st.add_argument("--recipe", required=True, help="a name of filmlib.study.RECIPES")
+    st.add_argument("--max-samples", type=_positive, help="question budget (default: the recipe's)")
+    st.add_argument("--eval-every", type=_positive, default=50_000, help="questions between curve points")
+    st.add_argument("--curve-samples", type=_positive, default=5_000, help="val questions scored at each point")
+    st.add_argument("--perception", type=Path, help="perception.pt (for the finetune stem)")
+    st.add_argument("--threads", type=_positive, help="torch CPU threads")
+    st.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    st.add_argument("--quiet", action="store_true", help="no progress bar")
+
     t = sub.add_parser("train", help="train FiLM (or a Table 1 baseline) on a preprocessed dataset",
                        description="Train CNN+GRU+FiLM, or with --model a Table 1 baseline; resumes from "
                        "--out/last.pt if present. Under torchrun it runs DistributedDataParallel.")
@@ -166,6 +208,28 @@ def _run(args) -> dict:
                                  image_size=(args.image_size, args.image_size), features=args.features,
                                  weights=args.weights, workers=args.workers, force=args.force, progress=True)
         summary = report["report"]
+    elif args.command == "scene-maps":
+        from .data.scene_maps import write_scene_maps
+        summary = {split: write_scene_maps(args.root, split, args.out / f"{split}_oracle.h5", args.grid)
+                   for split in args.splits}
+    elif args.command == "perception":
+        from . import perception
+        run = perception.pretrain(args.cache, args.root, args.out, epochs=args.epochs,
+                                  time_limit_minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                                  threads=args.threads, seed=args.seed, progress=not args.quiet)
+        run.pop("history", None)
+        ckpt = args.out / perception.CHECKPOINT
+        summary = {"pretrain": run, "extracted": {s: perception.extract(ckpt, args.cache, s) for s in args.splits
+                                                  if (args.cache / f"{s}_images.h5").is_file()}}
+    elif args.command == "study":
+        from . import study
+        if args.recipe not in study.RECIPES:
+            raise ValueError(f"unknown recipe {args.recipe!r}; expected one of {', '.join(study.RECIPES)}")
+        summary = study.run_recipe(study.RECIPES[args.recipe], args.data, args.out, eval_every=args.eval_every,
+                                   curve_samples=args.curve_samples, threads=args.threads, seed=args.seed,
+                                   max_samples=args.max_samples, perception_checkpoint=args.perception,
+                                   progress=not args.quiet)
+        print(study.table(args.out))
     elif args.command == "train":
         from .experiment import train_baseline, train_film
         optim = {k: v for k, v in (("lr", args.lr), ("weight_decay", args.weight_decay)) if v is not None}

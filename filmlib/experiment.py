@@ -23,23 +23,45 @@ from .models.baselines import BaselineConfig, QTypeBaseline, baseline_preset, bu
 from .train import Trainer, TrainConfig, atomic_save, default_batch, load_checkpoint, resolve_device
 
 
-def visual_file(data_dir, split: str, stem: str) -> Path:
-    name = f"{split}_features.h5" if stem == "features" else f"{split}_images.h5"
+#: Features files a features stem can read, by name: ``<split>_<name>.h5`` in the data folder.
+FEATURE_SOURCES = {
+    "features": "`python -m filmlib preprocess --features` (ResNet-101 conv4)",
+    "perception": "`python -m filmlib perception` (the pre-trained perception CNN's maps)",
+    "oracle": "`python -m filmlib scene-maps` (maps drawn from the scene graphs)",
+}
+
+
+def visual_file(data_dir, split: str, stem: str, features: str | None = None) -> Path:
+    """The images file (pixels stem) or the features file ``features`` names (features stem:
+    ``"features"`` = ResNet-101, the default; ``"perception"``; ``"oracle"``) of a split."""
+    features = features or "features"
+    name = f"{split}_{features}.h5" if stem == "features" else f"{split}_images.h5"
     path = Path(data_dir) / name
     if not path.exists():
-        hint = "--features" if stem == "features" else "--image-size"
-        raise FileNotFoundError(f"{path} is missing: run `python -m filmlib preprocess` "
-                                f"({hint}) for split {split!r}")
+        how = (FEATURE_SOURCES.get(features, f"the step that writes {split}_{features}.h5")
+               if stem == "features" else "`python -m filmlib preprocess --image-size`")
+        raise FileNotFoundError(f"{path} is missing: run {how} for split {split!r}")
     return path
 
 
 def load_split(data_dir, split: str, stem: str = "pixels", *, max_samples: int | None = None,
-               humans: bool = False) -> ClevrQuestionsDataset:
+               humans: bool = False, features: str | None = None, indices=None) -> ClevrQuestionsDataset:
     """One preprocessed split (questions + images or features)."""
     q = Path(data_dir) / (f"{split}_humans_questions.h5" if humans else f"{split}_questions.h5")
     if not q.exists():
         raise FileNotFoundError(f"{q} is missing: run `python -m filmlib preprocess` first")
-    return ClevrQuestionsDataset(q, visual_file(data_dir, split, stem), max_samples=max_samples)
+    return ClevrQuestionsDataset(q, visual_file(data_dir, split, stem, features), max_samples=max_samples,
+                                 indices=indices)
+
+
+def feature_shape(data_dir, features: str | None = None, split: str = "train") -> dict:
+    """``feature_channels`` and ``feature_size`` of a features file (for ``build_model``)."""
+    import h5py
+    with h5py.File(visual_file(data_dir, split, "features", features), "r") as f:
+        _, c, h, w = f["features"].shape
+    if h != w:
+        raise ValueError(f"{visual_file(data_dir, split, 'features', features)}: maps are {h}x{w}, not square")
+    return {"feature_channels": int(c), "feature_size": int(h)}
 
 
 def build_model(data_dir, preset_name: str, stem: str | None = None, *, ablation: str | None = None,
@@ -55,19 +77,53 @@ def build_model(data_dir, preset_name: str, stem: str | None = None, *, ablation
 
 def train_film(data_dir, out_dir, *, preset_name: str = "cpu", stem: str | None = None,
                ablation: str | None = None, model_changes: dict | None = None,
-               val_samples: int | None = None, train_samples: int | None = None, **train_kw) -> dict:
-    """Train FiLM on a preprocessed dataset; returns the trainer's summary (plus parameters)."""
-    model = build_model(data_dir, preset_name, stem, ablation=ablation, **(model_changes or {}))
+               val_samples: int | None = None, train_samples: int | None = None,
+               features: str | None = None, curve_samples: int | None = None,
+               init_stem=None, train_indices=None, **train_kw) -> dict:
+    """Train FiLM on a preprocessed dataset; returns the trainer's summary (plus parameters).
+
+    ``features`` names the features file a features stem reads (``"features"``, ResNet-101, by
+    default; ``"perception"``; ``"oracle"``); the stem's input width and map size follow the
+    file. ``curve_samples``: the first that many val questions score the curve points
+    (``eval_every_samples``). ``init_stem``: a perception checkpoint whose trunk initialises the
+    pixel stem (pre-trained, then fine-tuned). ``train_indices``: train on these question rows only."""
+    changes = dict(model_changes or {})
+    if (stem or "") == "features" or (stem is None and preset(preset_name, 1, 1).stem == "features"):
+        changes = {**feature_shape(data_dir, features), **changes}
+    model = build_model(data_dir, preset_name, stem, ablation=ablation, **changes)
     stem = model.cfg.stem
-    train_set = load_split(data_dir, "train", stem, max_samples=train_samples)
-    val_set = load_split(data_dir, "val", stem, max_samples=val_samples)
+    if init_stem is not None:
+        _load_stem(model, init_stem)
+    feats = features if stem == "features" else None
+    train_set = load_split(data_dir, "train", stem, max_samples=train_samples, features=feats,
+                           indices=train_indices)
+    val_set = load_split(data_dir, "val", stem, max_samples=val_samples, features=feats)
+    curve_set = (load_split(data_dir, "val", stem, max_samples=curve_samples, features=feats)
+                 if curve_samples else None)
     _check_input(model.cfg, train_set)
     cfg = TrainConfig(out_dir=str(out_dir), **train_kw)
-    cfg.extra.update(preset=preset_name, data_dir=str(data_dir))
-    trainer = Trainer(model, train_set, val_set, cfg, collate_fn=collate, model_config=model.cfg.to_dict())
+    cfg.extra.update(preset=preset_name, data_dir=str(data_dir), features=feats,
+                     init_stem=None if init_stem is None else str(init_stem))
+    trainer = Trainer(model, train_set, val_set, cfg, collate_fn=collate, model_config=model.cfg.to_dict(),
+                      curve_set=curve_set)
     summary = trainer.fit()
     summary["parameters"] = param_count(model)
     return summary
+
+
+def _load_stem(model: FiLMModel, checkpoint) -> None:
+    """Copy a pre-trained perception trunk into a pixel-stem FiLM model (same widths)."""
+    from .models.perception import stem_state_dict
+    from .perception import load_perception
+    if model.cfg.stem != "pixels":
+        raise ValueError("init_stem initialises a pixels stem; this model reads features")
+    state = stem_state_dict(load_perception(checkpoint))
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"{checkpoint}: the perception trunk does not fit this model's pixel stem "
+                         f"({bad[0]}); give both the same channels and stem_layers")
+    model.load_state_dict(state, strict=False)
 
 
 def _check_input(cfg: FiLMConfig, dataset: ClevrQuestionsDataset):
@@ -109,23 +165,31 @@ def build_baseline_model(data_dir, kind: str, preset_name: str, stem: str | None
 
 def train_baseline(data_dir, out_dir, kind: str, *, preset_name: str = "cpu", stem: str | None = None,
                    model_changes: dict | None = None, val_samples: int | None = None,
-                   train_samples: int | None = None, **train_kw) -> dict:
+                   train_samples: int | None = None, features: str | None = None,
+                   curve_samples: int | None = None, **train_kw) -> dict:
     """Train (or, for "qtype", count) a Table 1 baseline on a preprocessed dataset, into a run
     directory of the same layout as FiLM's. The neural ones use ``filmlib.train.Trainer`` with the
-    authors' optimiser settings for them (``lr`` 5e-4, no weight decay) unless ``train_kw`` says otherwise."""
-    model = build_baseline_model(data_dir, kind, preset_name, stem, **(model_changes or {}))
+    authors' optimiser settings for them (``lr`` 5e-4, no weight decay) unless ``train_kw`` says
+    otherwise. ``features`` and ``curve_samples`` as for :func:`train_film`."""
+    changes = dict(model_changes or {})
+    if stem == "features" and kind in ("cnn_lstm", "cnn_lstm_sa"):
+        changes = {**feature_shape(data_dir, features), **changes}
+    model = build_baseline_model(data_dir, kind, preset_name, stem, **changes)
     cfg_dict = model.cfg.to_dict()
     if kind == "qtype":
         return _fit_qtype(model, data_dir, out_dir, train_samples, train_kw, preset_name)
-    train_set = _split_for(model, data_dir, "train", train_samples)
-    val_set = _split_for(model, data_dir, "val", val_samples)
+    feats = features if getattr(model.cfg, "stem", None) == "features" and _reads_image(model) else None
+    train_set = _split_for(model, data_dir, "train", train_samples, feats)
+    val_set = _split_for(model, data_dir, "val", val_samples, feats)
+    curve_set = _split_for(model, data_dir, "val", curve_samples, feats) if curve_samples else None
     if train_set.visual_h5 is not None:
         _check_input(model.cfg, train_set)
     train_kw = {"lr": model.cfg.lr, "weight_decay": model.cfg.weight_decay, **train_kw}
     cfg = TrainConfig(out_dir=str(out_dir), **train_kw)
-    cfg.extra.update(preset=preset_name, data_dir=str(data_dir), model=kind)
+    cfg.extra.update(preset=preset_name, data_dir=str(data_dir), model=kind, features=feats)
     batch_fn = question_only_batch if kind == "lstm" else default_batch
-    trainer = Trainer(model, train_set, val_set, cfg, collate_fn=collate, batch_fn=batch_fn, model_config=cfg_dict)
+    trainer = Trainer(model, train_set, val_set, cfg, collate_fn=collate, batch_fn=batch_fn, model_config=cfg_dict,
+                      curve_set=curve_set)
     summary = trainer.fit()
     summary["parameters"] = param_count(model)
     return summary
@@ -154,10 +218,10 @@ def attention_maps(run_dir, data_dir, split: str = "val", indices=(0, 1, 2, 3)) 
     """CNN+LSTM+SA's attention on some questions of a split: for each, the question's index in
     the split, ``image_index``, ``maps`` (hops, H, W) summing to 1 per hop, and the predicted and
     true answers as words."""
-    model, _ = load_run(run_dir)
+    model, ckpt = load_run(run_dir)
     if getattr(model.cfg, "kind", None) != "cnn_lstm_sa":
         raise ValueError(f"{run_dir}: attention maps need a CNN+LSTM+SA run, not {model_label(model)}")
-    dataset = load_split(data_dir, split, model.cfg.stem)
+    dataset = _split_for(model, data_dir, split, features=run_features(ckpt))
     answers = Vocab.load(Path(data_dir) / "vocab.json").answer_idx_to_token
     batch = collate([dataset[int(i)] for i in indices])
     logits, maps = model(batch["visual"], batch["questions"], return_attention=True)
@@ -179,11 +243,17 @@ def _reads_image(model) -> bool:
     return not isinstance(model, QTypeBaseline) and getattr(model.cfg, "kind", None) != "lstm"
 
 
-def _split_for(model, data_dir, split: str, max_samples: int | None = None):
+def _split_for(model, data_dir, split: str, max_samples: int | None = None, features: str | None = None):
     """The split with the visual input the model reads (none for question-only models)."""
     if not _reads_image(model):
         return ClevrQuestionsDataset(_questions_file(data_dir, split), None, max_samples=max_samples)
-    return load_split(data_dir, split, model.cfg.stem, max_samples=max_samples)
+    return load_split(data_dir, split, model.cfg.stem, max_samples=max_samples,
+                      features=features if model.cfg.stem == "features" else None)
+
+
+def run_features(ckpt: dict) -> str | None:
+    """The features file a run's features stem read (None: the default ResNet-101 file)."""
+    return ckpt.get("train_config", {}).get("extra", {}).get("features")
 
 
 def _questions_file(data_dir, split: str) -> Path:
@@ -235,7 +305,7 @@ def evaluate_run(run_dir, data_dir, split: str = "val", *, which: str = "best", 
     if isinstance(model, QTypeBaseline):
         pred = predict_qtype(model.cpu(), ClevrQuestionsDataset(_questions_file(data_dir, split), None))
     else:
-        dataset = _split_for(model, data_dir, split)
+        dataset = _split_for(model, data_dir, split, features=run_features(ckpt))
         batch_fn = question_only_batch if dataset.visual_h5 is None else default_batch
         pred = predict(model, make_loader(dataset, batch_size), batch_fn=batch_fn, device=device)
     answers = vocab.answer_idx_to_token
@@ -263,10 +333,10 @@ def run_image_reliance(run_dir, data_dir, split: str = "val", *, which: str = "b
     own image and with another scene's (:func:`filmlib.evaluate.image_reliance`; the swap is a
     derangement of the scenes within each batch of ``batch_size``, drawn from ``seed``)."""
     device = resolve_device(device)
-    model, _ = load_run(run_dir, which, device)
+    model, ckpt = load_run(run_dir, which, device)
     if not _reads_image(model):
         raise ValueError(f"{run_dir}: {model_label(model)} reads no image, so there is nothing to swap")
-    dataset = _split_for(model, data_dir, split)
+    dataset = _split_for(model, data_dir, split, features=run_features(ckpt))
     result = image_reliance(model, make_loader(dataset, batch_size), batch_fn=default_batch, device=device, seed=seed)
     return {"model": model_label(model), "split": split, "batch_size": batch_size, "seed": seed, **result}
 

@@ -1,0 +1,185 @@
+"""Scene-graph maps, the perception CNN (pre-training, scoring, cached maps), features stems
+that read them, and the time-to-accuracy study's runner."""
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from filmlib import perception, study
+from filmlib.data import scene_maps as sm
+from filmlib.data.clevr import ATTRIBUTES
+from filmlib.data.preprocess import DataFileError
+from filmlib.experiment import build_model, evaluate_run, train_film
+from filmlib.models.perception import PerceptionConfig, PerceptionNet, perception_loss, stem_state_dict
+from filmlib.synth.generate import SplitSpec, generate_split
+from filmlib.train import load_checkpoint
+
+from synth_helpers import layout_scenes
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "filmlib", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("perc")
+    for split, n in (("train", 40), ("val", 12)):
+        generate_split(root / "raw", SplitSpec(split=split, num_images=n, questions_per_image=4,
+                                               width=72, height=48, seed=4), progress=False)
+    r = cli("preprocess", "--root", str(root / "raw"), "--out", str(root / "h5"), "--image-size", "32",
+            "--splits", "train", "val")
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+# --- scene maps ----------------------------------------------------------------------------------
+
+def test_oracle_maps_carry_every_object():
+    scenes = layout_scenes(20, seed=3)
+    size = (480, 320)
+    maps = sm.oracle_maps(scenes, size)
+    assert maps.shape == (20, sm.CHANNELS, sm.GRID, sm.GRID) and sm.CHANNELS == 19
+    names = sm.channel_names()
+    for i, scene in enumerate(scenes):
+        assert maps[i, names.index("objectness")].sum() == len(scene["objects"])
+        for o, cell in zip(scene["objects"], sm.object_cells(scene, size)):
+            for a in sm.ATTRIBUTE_ORDER:               # each object's attributes are on at its cell
+                assert maps[i, names.index(f"{a}={o[a]}"), cell["row"], cell["col"]] >= 1
+            assert cell["col"] == int(10 * o["pixel_coords"][0] / 480)
+            assert -1 <= cell["offset"][0] <= 1 and -1 <= cell["offset"][1] <= 1
+        # one-hot groups add up to objectness cell by cell
+        for a in sm.ATTRIBUTE_ORDER:
+            rows = [names.index(f"{a}={v}") for v in ATTRIBUTES[a]]
+            assert np.array_equal(maps[i, rows].sum(0), maps[i, names.index("objectness")])
+
+
+def test_targets_keep_the_nearer_object_of_a_shared_cell():
+    scene = {"image_index": 0, "objects": [
+        {"color": "red", "shape": "cube", "material": "metal", "size": "large", "pixel_coords": [55, 35, 12.0]},
+        {"color": "blue", "shape": "sphere", "material": "rubber", "size": "small", "pixel_coords": [52, 38, 9.0]},
+        {"color": "gray", "shape": "cylinder", "material": "rubber", "size": "small", "pixel_coords": [470, 310, 14.0]}]}
+    t = sm.scene_targets([scene], (480, 320))
+    assert t["objectness"].sum() == 2
+    assert [ATTRIBUTES[a][v] for a, v in zip(sm.ATTRIBUTE_ORDER, t["attributes"][0, :, 1, 1])] == \
+        ["blue", "sphere", "rubber", "small"]
+    assert t["attributes"][0, 0, 9, 9] == ATTRIBUTES["color"].index("gray")
+    assert (t["attributes"][0, :, 0, 0] == -1).all()
+    assert t["depth"][0, 1, 1] == pytest.approx((9.0 - sm.DEPTH_MEAN) / sm.DEPTH_STD)
+    bad = {**scene, "objects": [{**scene["objects"][0], "color": "pink"}]}
+    with pytest.raises(DataFileError, match="color='pink'"):
+        sm.scene_targets([bad], (480, 320))
+
+
+def test_scene_maps_cli_writes_features_files(prepared):
+    r = cli("scene-maps", "--root", str(prepared / "raw"), "--out", str(prepared / "h5"))
+    assert r.returncode == 0, r.stderr
+    with h5py.File(prepared / "h5" / "train_oracle.h5", "r") as f:
+        assert f["features"].shape == (40, 19, 10, 10)
+        assert json.loads(f.attrs["channels"])[15] == "objectness"
+    r = cli("scene-maps", "--root", str(prepared / "nowhere"), "--out", str(prepared / "h5"))
+    assert r.returncode == 1 and "scenes file not found" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- the perception CNN --------------------------------------------------------------------------
+
+def test_perception_net_shapes_and_loss():
+    net = PerceptionNet(PerceptionConfig(image_size=32, channels=16, stem_layers=2))
+    out = net(torch.randn(3, 3, 32, 32))
+    assert out["maps"].shape == (3, 16, 8, 8) and out["color"].shape == (3, 8, 8, 8)
+    t = sm.scene_targets(layout_scenes(3, seed=1), (480, 320), grid=8)
+    loss, parts = perception_loss(out, {k: torch.from_numpy(v) for k, v in t.items()})
+    assert torch.isfinite(loss) and set(parts) == {"objectness", "color", "shape", "material", "size", "offset", "depth"}
+    loss.backward()
+    with pytest.raises(ValueError, match="not divisible"):
+        PerceptionConfig(image_size=30, stem_layers=2)
+
+
+def test_pretrain_scores_and_extracts(prepared, tmp_path):
+    cfg = PerceptionConfig(image_size=32, channels=16, stem_layers=2)
+    run = perception.pretrain(prepared / "h5", prepared / "raw", tmp_path / "p", cfg=cfg, epochs=3,
+                              batch_size=8, lr=3e-3, threads=1, progress=False)
+    losses = [h["train_loss"] for h in run["history"]]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    val = run["val"]
+    assert val["objects"] > 12 and all(0 <= val[a] <= 1 for a in sm.ATTRIBUTE_ORDER)
+    ckpt = load_checkpoint(tmp_path / "p" / "perception.pt")       # weights_only load
+    assert ckpt["config"] == cfg.to_dict()
+    net = perception.load_perception(tmp_path / "p" / "perception.pt")
+    out = perception.extract(net, prepared / "h5", "val", tmp_path / "val_perception.h5", dtype="float32")
+    assert out["shape"] == [12, 16, 8, 8]
+    images = perception.load_images(prepared / "h5", "val")
+    from filmlib.data.features import normalize_images
+    with torch.no_grad():
+        want = net.trunk(normalize_images(torch.from_numpy(images[:2])))
+    with h5py.File(tmp_path / "val_perception.h5", "r") as f:
+        assert np.allclose(f["features"][:2], want.numpy(), atol=1e-5)
+    # a finished pre-training is kept, not redone
+    again = perception.pretrain(prepared / "h5", prepared / "raw", tmp_path / "p", cfg=cfg, epochs=5)
+    assert again["epochs"] == 3
+
+
+def test_pretrain_rejects_mismatched_scenes(prepared, tmp_path):
+    with pytest.raises(DataFileError, match="expects"):
+        perception.pretrain(prepared / "h5", prepared / "raw", tmp_path, cfg=PerceptionConfig(image_size=64),
+                            epochs=1, progress=False)
+    with pytest.raises(DataFileError, match="perception checkpoint not found"):
+        perception.load_perception(tmp_path / "missing.pt")
+
+
+# --- FiLM on the maps ----------------------------------------------------------------------------
+
+def test_film_reads_oracle_maps_and_is_scored(prepared, tmp_path):
+    r = cli("scene-maps", "--root", str(prepared / "raw"), "--out", str(prepared / "h5"))
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "run"
+    summary = train_film(prepared / "h5", run, preset_name="smoke", stem="features", features="oracle",
+                         epochs=2, threads=1, progress=False, eval_every_samples=32, curve_samples=20,
+                         schedule="warmup_linear", warmup_samples=16, max_samples=96, batch_size=16)
+    assert summary["samples"] == 96 and [p["samples"] for p in summary["curve"]] == [32, 64, 96]
+    model, ckpt = build_model(prepared / "h5", "smoke", "features", feature_channels=19, feature_size=10), \
+        load_checkpoint(run / "best.pt")
+    assert ckpt["model_config"]["feature_channels"] == 19 and ckpt["train_config"]["extra"]["features"] == "oracle"
+    metrics = evaluate_run(run, prepared / "h5", "val")        # finds the oracle file from the checkpoint
+    assert metrics["epoch"] >= 1 and 0 <= metrics["val_accuracy"] <= 1
+    with pytest.raises(FileNotFoundError, match="python -m filmlib perception"):
+        train_film(prepared / "h5", tmp_path / "r2", preset_name="smoke", stem="features",
+                   features="perception", epochs=1, progress=False)
+
+
+def test_perception_trunk_initialises_the_pixel_stem(prepared, tmp_path):
+    cfg = PerceptionConfig(image_size=32, channels=16, stem_layers=2)    # the smoke preset's stem
+    net = PerceptionNet(cfg)
+    torch.save({"model": net.state_dict(), "config": cfg.to_dict()}, tmp_path / "perception.pt")
+    run = tmp_path / "ft"
+    train_film(prepared / "h5", run, preset_name="smoke", stem="pixels", init_stem=tmp_path / "perception.pt",
+               epochs=1, max_steps_per_epoch=1, threads=1, progress=False, lr=0.0, weight_decay=0.0)
+    ckpt = load_checkpoint(run / "last.pt")
+    for k, v in stem_state_dict(net).items():
+        if "running" in k or "num_batches" in k:            # BN statistics move even at lr 0
+            continue
+        assert torch.equal(ckpt["model"][k], v), k
+    with pytest.raises(ValueError, match="does not fit"):
+        wide = PerceptionConfig(image_size=32, channels=24, stem_layers=2)
+        torch.save({"model": PerceptionNet(wide).state_dict(), "config": wide.to_dict()}, tmp_path / "wide.pt")
+        train_film(prepared / "h5", tmp_path / "ft2", preset_name="smoke", stem="pixels",
+                   init_stem=tmp_path / "wide.pt", epochs=1, progress=False)
+
+
+def test_study_recipe_runs_resumes_and_tabulates(prepared, tmp_path):
+    cli("scene-maps", "--root", str(prepared / "raw"), "--out", str(prepared / "h5"))
+    recipe = study.Recipe(name="tiny", lr=1e-3, schedule="warmup_cosine", warmup_samples=32, batch_size=16,
+                          max_samples=128)
+    s = study.run_recipe(recipe, prepared / "h5", tmp_path, eval_every=32, curve_samples=16, threads=1,
+                         preset_name="smoke", progress=False)
+    assert s["samples"] == 128 and len(study.load_curve(tmp_path / "tiny")) == 4
+    assert set(s["reached"]) == {f"{t:.2f}" for t in study.THRESHOLDS}
+    assert study.run_recipe(recipe, prepared / "h5", tmp_path, preset_name="smoke") == s   # kept
+    text = study.table(tmp_path)
+    assert "| tiny | oracle | Adam 0.001, warm-up 0k, cosine | 16 |" in text and "128" in text
+    with pytest.raises(ValueError, match="stem must be one of"):
+        study.Recipe(name="x", stem="resnet")
