@@ -111,6 +111,61 @@ def train_film(data_dir, out_dir, *, preset_name: str = "cpu", stem: str | None 
     return summary
 
 
+TRAIN_KEYS = ("batch_size", "lr", "weight_decay", "schedule", "warmup_samples", "min_lr_ratio", "max_samples",
+              "epochs", "max_steps_per_epoch", "time_limit_minutes", "patience", "threads")
+
+
+def film_train_kwargs(film: dict) -> dict:
+    """``train_film`` keyword arguments from a scale's ``film`` section."""
+    kw = {k: film[k] for k in TRAIN_KEYS if k in film}
+    kw.update(stem=film["stem"], features=film.get("features"), val_samples=film.get("val_samples"),
+              eval_every_samples=film.get("eval_every"), curve_samples=film.get("curve_samples"),
+              preset_name=film["preset"])
+    if kw.get("schedule", "constant") != "constant" and kw.get("max_samples"):
+        kw["schedule_samples"] = kw["max_samples"]
+    return kw
+
+
+def perception_config(preset_name: str):
+    """The perception CNN that matches a preset's pixel stem (so its trunk can also seed it)."""
+    from .models.perception import PerceptionConfig
+    cfg = preset(preset_name, 1, 1, "pixels")
+    return PerceptionConfig(image_size=cfg.image_size, in_channels=cfg.in_channels, channels=cfg.channels,
+                            stem_layers=cfg.stem_layers)
+
+
+def prepare_maps(scale: str, root, cache, results_dir, *, features: str | None = None,
+                 splits=("train", "val"), seed: int = 0, progress: bool = True) -> dict:
+    """Make the features files a features stem of this scale reads, if missing: ``oracle``
+    (scene-graph maps, seconds) or ``perception`` (pre-train the perception CNN into
+    ``results_dir/perception_<scale>``, then cache its maps). Returns what was done, with the
+    perception net's val scores."""
+    from . import perception
+    from .data.scene_maps import write_scene_maps
+    cfg = load_scale(scale)
+    features = features or cfg["film"].get("features")
+    cache, out = Path(cache), {}
+    if features == "oracle":
+        for split in splits:
+            path = cache / f"{split}_oracle.h5"
+            if not path.exists():
+                write_scene_maps(root, split, path)
+            out[split] = str(path)
+    elif features == "perception":
+        pc = cfg.get("perception") or {}
+        run = Path(results_dir) / f"perception_{scale}"
+        out["pretrain"] = perception.pretrain(
+            cache, root, run, cfg=perception_config(cfg["film"]["preset"]), epochs=pc.get("epochs", 4),
+            batch_size=pc.get("batch_size", 64), lr=pc.get("lr", 1e-3), time_limit_minutes=pc.get("minutes"),
+            threads=pc.get("threads"), seed=seed, progress=progress)
+        for split in splits:
+            path = cache / f"{split}_perception.h5"
+            if not path.exists() or path.stat().st_mtime < (run / perception.CHECKPOINT).stat().st_mtime:
+                perception.extract(run / perception.CHECKPOINT, cache, split)
+            out[split] = str(path)
+    return out
+
+
 def _load_stem(model: FiLMModel, checkpoint) -> None:
     """Copy a pre-trained perception trunk into a pixel-stem FiLM model (same widths)."""
     from .models.perception import stem_state_dict
@@ -341,5 +396,7 @@ def run_image_reliance(run_dir, data_dir, split: str = "val", *, which: str = "b
     return {"model": model_label(model), "split": split, "batch_size": batch_size, "seed": seed, **result}
 
 
-__all__ = ["attention_maps", "run_baselines", "build_baseline_model", "build_model", "evaluate_run", "load_run", "load_split", "model_from_config",
-           "model_label", "predict_qtype", "run_image_reliance", "train_baseline", "train_film", "visual_file"]
+__all__ = ["attention_maps", "run_baselines", "build_baseline_model", "build_model", "evaluate_run", "feature_shape",
+           "film_train_kwargs", "load_run", "load_split", "model_from_config", "model_label", "perception_config",
+           "predict_qtype", "prepare_maps", "run_features", "run_image_reliance", "train_baseline", "train_film",
+           "visual_file"]

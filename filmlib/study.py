@@ -124,7 +124,7 @@ def run_recipe(recipe: Recipe, data_dir, out_root, *, eval_every: int = 50_000,
         curve_samples=curve_samples, val_samples=None, epochs=10_000, patience=None,
         batch_size=recipe.batch_size, lr=recipe.lr, weight_decay=recipe.weight_decay,
         schedule=recipe.schedule, warmup_samples=recipe.warmup_samples, min_lr_ratio=recipe.min_lr_ratio,
-        schedule_samples=recipe.max_samples, max_samples=budget, grad_clip=recipe.grad_clip,
+        schedule_samples=budget, max_samples=budget, grad_clip=recipe.grad_clip,
         eval_every_samples=eval_every, threads=threads, seed=seed, progress=progress,
         **_stem_args(recipe, Path(data_dir), perception_checkpoint))
     curve = result["curve"]
@@ -136,6 +136,25 @@ def run_recipe(recipe: Recipe, data_dir, out_root, *, eval_every: int = 50_000,
                "samples_per_s": _rate(curve), "reached": reached(curve)}
     atomic_write_text(summary_path, json.dumps(summary, indent=1))
     return summary
+
+
+def run_scale(scale: str, data_dir, results_dir, *, seed: int = 0, perception_checkpoint=None,
+              progress: bool = True) -> dict[str, dict]:
+    """Every recipe a scale's ``study`` section lists, into ``results_dir/study_<scale>`` (finished
+    ones are kept; unfinished ones resume); returns {recipe: summary}."""
+    from .config import load_scale
+    cfg = load_scale(scale).get("study") or {}
+    preset_name = load_scale(scale)["film"]["preset"]
+    out = {}
+    for name in cfg.get("recipes") or []:
+        if name not in RECIPES:
+            raise ValueError(f"scale {scale!r} lists an unknown study recipe {name!r}")
+        out[name] = run_recipe(RECIPES[name], data_dir, Path(results_dir) / f"study_{scale}",
+                               eval_every=cfg.get("eval_every", 50_000), curve_samples=cfg.get("curve_samples", 5_000),
+                               threads=cfg.get("threads"), seed=seed, max_samples=cfg.get("max_samples"),
+                               perception_checkpoint=perception_checkpoint, progress=progress,
+                               preset_name=preset_name)
+    return out
 
 
 def _rate(curve: list[dict]) -> float | None:
@@ -201,4 +220,4 @@ def table(out_root, thresholds=(0.6, 0.8, 0.85, 0.9)) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["RECIPES", "Recipe", "STEMS", "load_curve", "load_study", "reached", "run_recipe", "table"]
+__all__ = ["RECIPES", "Recipe", "STEMS", "load_curve", "load_study", "reached", "run_recipe", "run_scale", "table"]
