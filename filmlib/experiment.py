@@ -79,14 +79,16 @@ def train_film(data_dir, out_dir, *, preset_name: str = "cpu", stem: str | None 
                ablation: str | None = None, model_changes: dict | None = None,
                val_samples: int | None = None, train_samples: int | None = None,
                features: str | None = None, curve_samples: int | None = None,
-               init_stem=None, train_indices=None, **train_kw) -> dict:
+               init_stem=None, train_indices=None, curriculum: str | None = None, **train_kw) -> dict:
     """Train FiLM on a preprocessed dataset; returns the trainer's summary (plus parameters).
 
     ``features`` names the features file a features stem reads (``"features"``, ResNet-101, by
     default; ``"perception"``; ``"oracle"``); the stem's input width and map size follow the
     file. ``curve_samples``: the first that many val questions score the curve points
     (``eval_every_samples``). ``init_stem``: a perception checkpoint whose trunk initialises the
-    pixel stem (pre-trained, then fine-tuned). ``train_indices``: train on these question rows only."""
+    pixel stem (pre-trained, then fine-tuned). ``train_indices``: train on these question rows only.
+    ``curriculum``: a difficulty measure (:func:`question_difficulty`) for the Trainer's
+    easy-first phase (``curriculum_samples`` questions)."""
     changes = dict(model_changes or {})
     if (stem or "") == "features" or (stem is None and preset(preset_name, 1, 1).stem == "features"):
         changes = {**feature_shape(data_dir, features), **changes}
@@ -104,8 +106,10 @@ def train_film(data_dir, out_dir, *, preset_name: str = "cpu", stem: str | None 
     cfg = TrainConfig(out_dir=str(out_dir), **train_kw)
     cfg.extra.update(preset=preset_name, data_dir=str(data_dir), features=feats,
                      init_stem=None if init_stem is None else str(init_stem))
+    difficulty = question_difficulty(train_set, curriculum) if curriculum else None
+    cfg.extra.update(curriculum=curriculum)
     trainer = Trainer(model, train_set, val_set, cfg, collate_fn=collate, model_config=model.cfg.to_dict(),
-                      curve_set=curve_set)
+                      curve_set=curve_set, difficulty=difficulty)
     summary = trainer.fit()
     summary["parameters"] = param_count(model)
     return summary
@@ -164,6 +168,23 @@ def prepare_maps(scale: str, root, cache, results_dir, *, features: str | None =
                 perception.extract(run / perception.CHECKPOINT, cache, split)
             out[split] = str(path)
     return out
+
+
+CURRICULA = ("program_length",)
+
+
+def question_difficulty(dataset: ClevrQuestionsDataset, measure: str = "program_length") -> np.ndarray:
+    """A difficulty level for every question of a dataset: ``program_length`` (the number of
+    functions in its program: "How many cubes?" is 3, a two-hop comparison 15 or more)."""
+    if measure not in CURRICULA:
+        raise ValueError(f"unknown curriculum measure {measure!r}; expected one of {CURRICULA}")
+    import h5py
+    with h5py.File(dataset.questions_h5, "r") as f:
+        if "programs" not in f:
+            raise ValueError(f"{dataset.questions_h5}: no programs, so no program lengths for a curriculum")
+        programs = f["programs"][()][dataset.rows]
+    # prefix programs between <START> and <END>: functions = non-<NULL> tokens minus the two markers
+    return np.maximum((programs != 0).sum(1) - 2, 1)
 
 
 def _load_stem(model: FiLMModel, checkpoint) -> None:

@@ -45,6 +45,8 @@ class Recipe:
     grad_clip: float | None = None
     max_samples: int = 2_000_000
     model: dict = field(default_factory=dict)   # FiLMConfig changes, e.g. {"rnn_dim": 1024}
+    curriculum: str | None = None      # easy first: a measure of filmlib.experiment.CURRICULA
+    curriculum_samples: int = 0        # ... over this many questions
     note: str = ""
 
     def __post_init__(self):
@@ -66,6 +68,10 @@ class Recipe:
         parts.append(self.schedule.removeprefix("warmup_"))
         return ", ".join(parts)
 
+    @property
+    def order(self) -> str:
+        return "random" if not self.curriculum else f"{self.curriculum.replace('_', ' ')} first {self.curriculum_samples // 1000}k"
+
 
 def _r(name, **kw) -> Recipe:
     return Recipe(name=name, **kw)
@@ -85,6 +91,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _r("oracle-warmup-1e-3-c128", lr=1e-3, schedule="warmup_cosine", warmup_samples=50_000,
        min_lr_ratio=0.05, model={"channels": 128, "classifier_channels": 512, "classifier_hidden": 512},
        note="twice the channels"),
+    _r("oracle-warmup-1e-3-curriculum", lr=1e-3, schedule="warmup_cosine", warmup_samples=50_000,
+       min_lr_ratio=0.05, curriculum="program_length", curriculum_samples=500_000,
+       note="short programs first, all programs after 500k questions"),
     _r("perception-paper", stem="perception"),
     _r("perception-warmup-1e-3", stem="perception", lr=1e-3, schedule="warmup_cosine",
        warmup_samples=50_000, min_lr_ratio=0.05),
@@ -126,6 +135,7 @@ def run_recipe(recipe: Recipe, data_dir, out_root, *, eval_every: int = 50_000,
         schedule=recipe.schedule, warmup_samples=recipe.warmup_samples, min_lr_ratio=recipe.min_lr_ratio,
         schedule_samples=budget, max_samples=budget, grad_clip=recipe.grad_clip,
         eval_every_samples=eval_every, threads=threads, seed=seed, progress=progress,
+        curriculum=recipe.curriculum, curriculum_samples=recipe.curriculum_samples or None,
         **_stem_args(recipe, Path(data_dir), perception_checkpoint))
     curve = result["curve"]
     summary = {"recipe": recipe.to_dict(), "samples": result["samples"],
@@ -195,7 +205,7 @@ def load_study(out_root) -> dict[str, dict]:
 
 def table(out_root, thresholds=(0.6, 0.8, 0.85, 0.9)) -> str:
     """The study's Markdown table: one row per recipe run under ``out_root``."""
-    head = ["recipe", "stem", "optimiser", "batch", "widths", "questions seen", "minutes", "best val",
+    head = ["recipe", "stem", "optimiser", "batch", "order", "widths", "questions seen", "minutes", "best val",
             *[f"to {t:.0%}" for t in thresholds], "samples/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, run in load_study(out_root).items():
@@ -208,6 +218,7 @@ def table(out_root, thresholds=(0.6, 0.8, 0.85, 0.9)) -> str:
         best = max((p["val_accuracy"] for p in curve if p["val_accuracy"] is not None), default=None)
         hits = reached(curve, thresholds)
         cells = [name + ("" if summary else " (running)"), recipe.stem, recipe.optimiser, str(recipe.batch_size),
+                 recipe.order,
                  ", ".join(f"{k} {v}" for k, v in recipe.model.items()) or "cpu preset",
                  f"{last['samples']:,}", f"{last['train_minutes']:.0f}",
                  "–" if best is None else f"{100 * best:.1f}"]

@@ -17,6 +17,10 @@ For time-to-accuracy runs, three switches (all off by default):
   (default: the val set) goes to ``curve.jsonl`` with the questions seen, the training
   minutes (evaluation excluded) and the learning rate, and ``last.pt`` is written there too:
   a run killed mid-epoch resumes from the last curve point, skipping the batches it had done.
+- ``curriculum_samples`` with a per-question ``difficulty`` (any integer level: program
+  length, number of objects, zero-hop or not): for the first ``curriculum_samples``
+  questions, each epoch draws only from the questions up to a level that rises with the
+  questions seen (level k of L opens at k/L of the way); after that, from all of them.
 
 DistributedDataParallel is switched on by the environment ``torchrun`` sets; bf16 autocast
 and ``torch.compile`` are switches for GPUs. Metrics go to ``metrics.jsonl`` and
@@ -76,6 +80,7 @@ class TrainConfig:
     max_samples: int | None = None    # budget of questions seen: stops mid-epoch when spent
     eval_every_samples: int | None = None  # curve points (curve.jsonl) and mid-epoch checkpoints
     grad_clip: float | None = None    # clip the global gradient norm (None: no clipping)
+    curriculum_samples: int | None = None  # easy-first over this many questions (needs difficulty)
     progress: bool = True
     extra: dict = field(default_factory=dict)   # recorded in checkpoints (e.g. the model preset)
 
@@ -120,16 +125,23 @@ class EpochSampler(Sampler[int]):
     def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True):
         self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
         self.epoch, self.start = 0, 0
+        self.pool: np.ndarray | None = None     # draw from these indices only (a curriculum)
+
+    def set_pool(self, pool: np.ndarray | None):
+        self.pool = None if pool is None else np.asarray(pool, dtype=np.int64)
 
     def set_epoch(self, epoch: int, start: int = 0):
         """The epoch to draw, and how many of this rank's indices to skip (a resumed epoch)."""
         self.epoch, self.start = epoch, start
 
     def _order(self) -> list[int]:
+        n = self.n if self.pool is None else len(self.pool)
         if not self.shuffle:
-            return list(range(self.n))
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.n, generator=g).tolist()
+            order = list(range(n))
+        else:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=g).tolist()
+        return order if self.pool is None else self.pool[order].tolist()
 
     def __iter__(self):
         order = self._order()
@@ -137,7 +149,8 @@ class EpochSampler(Sampler[int]):
         return iter(order[self.rank:usable:self.world][self.start:])
 
     def __len__(self):
-        return self.n // self.world - self.start
+        n = self.n if self.pool is None else len(self.pool)
+        return n // self.world - self.start
 
 
 def resolve_device(name: str) -> torch.device:
@@ -173,7 +186,7 @@ class Trainer:
     def __init__(self, model: nn.Module, train_set: Dataset, val_set: Dataset | None,
                  cfg: TrainConfig, *, collate_fn: Callable | None = None,
                  batch_fn: Callable = default_batch, model_config: dict | None = None,
-                 curve_set: Dataset | None = None):
+                 curve_set: Dataset | None = None, difficulty=None):
         self.cfg, self.batch_fn, self.collate_fn = cfg, batch_fn, collate_fn
         lr_factor(cfg, 0)                      # an unknown schedule fails here, not mid-run
         if cfg.eval_every_samples is not None and cfg.eval_every_samples < 1:
@@ -201,6 +214,9 @@ class Trainer:
         self.model_config = model_config or {}
         self.train_set, self.val_set = train_set, val_set
         self.curve_set = curve_set if curve_set is not None else val_set
+        self.difficulty = None if difficulty is None else np.asarray(difficulty)
+        if cfg.curriculum_samples and (self.difficulty is None or len(self.difficulty) != len(train_set)):
+            raise ValueError("curriculum_samples needs a difficulty level for every train question")
         self.sampler = EpochSampler(len(train_set), cfg.seed, self.rank, self.world)
         self.out = Path(cfg.out_dir)
         fused = cfg.fused_adam and self.device.type in ("cpu", "cuda") and all(
@@ -214,6 +230,7 @@ class Trainer:
         self.curve: list[dict] = []       # the eval_every_samples points
         self.epoch_batches = 0            # batches of the current epoch already done (resume)
         self.epoch_partial: dict | None = None   # its running sums
+        self.epoch_start_samples = 0      # questions seen when this epoch began (its curriculum pool)
         self._net = self.model
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -229,7 +246,7 @@ class Trainer:
                 "train_seconds": self.train_seconds, "train_config": asdict(self.cfg),
                 "model_config": self.model_config, "torch_rng": torch.get_rng_state(),
                 "samples": self.samples, "curve": self.curve, "epoch_batches": self.epoch_batches,
-                "epoch_partial": self.epoch_partial}
+                "epoch_partial": self.epoch_partial, "epoch_start_samples": self.epoch_start_samples}
 
     def load_state(self, ckpt: dict):
         self.model.load_state_dict(ckpt["model"])
@@ -242,6 +259,7 @@ class Trainer:
         self.curve = list(ckpt.get("curve", []))
         self.epoch_batches = ckpt.get("epoch_batches", 0)
         self.epoch_partial = ckpt.get("epoch_partial")
+        self.epoch_start_samples = ckpt.get("epoch_start_samples", self.samples)
 
     @property
     def is_main(self) -> bool:
@@ -263,6 +281,16 @@ class Trainer:
         enabled = self.cfg.bf16 and self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
+    def curriculum_pool(self, samples: int) -> np.ndarray | None:
+        """The train questions an epoch starting after ``samples`` questions draws from."""
+        limit = self.cfg.curriculum_samples
+        if not limit or samples >= limit:
+            return None
+        levels = np.unique(self.difficulty)
+        level = levels[min(int(len(levels) * samples / limit), len(levels) - 1)]
+        pool = np.flatnonzero(self.difficulty <= level)
+        return pool if len(pool) >= self.cfg.batch_size else None
+
     def _set_lr(self):
         if self.cfg.schedule != "constant":
             lr = self.cfg.lr * lr_factor(self.cfg, self.samples)
@@ -276,7 +304,11 @@ class Trainer:
         cfg = self.cfg
         self._net.train()
         skip = self.epoch_batches                # > 0: resuming inside this epoch
+        if skip == 0:
+            self.epoch_start_samples = self.samples
         per_rank = cfg.batch_size // self.world
+        pool = self.curriculum_pool(self.epoch_start_samples)
+        self.sampler.set_pool(pool)
         self.sampler.set_epoch(self.epoch, start=skip * per_rank)
         loader = self._loader(self.train_set, self.sampler)
         total = len(loader) + skip
@@ -348,6 +380,8 @@ class Trainer:
                "train_samples": seen * self.world}
         if partial:
             row["partial_epoch"] = True
+        if pool is not None:
+            row["curriculum_pool"] = len(pool)
         return row
 
     def _curve_point(self, train_seconds: float, window: dict):

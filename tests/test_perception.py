@@ -180,6 +180,6 @@ def test_study_recipe_runs_resumes_and_tabulates(prepared, tmp_path):
     assert set(s["reached"]) == {f"{t:.2f}" for t in study.THRESHOLDS}
     assert study.run_recipe(recipe, prepared / "h5", tmp_path, preset_name="smoke") == s   # kept
     text = study.table(tmp_path)
-    assert "| tiny | oracle | Adam 0.001, warm-up 0k, cosine | 16 |" in text and "128" in text
+    assert "| tiny | oracle | Adam 0.001, warm-up 0k, cosine | 16 | random |" in text and "128" in text
     with pytest.raises(ValueError, match="stem must be one of"):
         study.Recipe(name="x", stem="resnet")

@@ -189,3 +189,23 @@ def test_lr_factor_shapes():
         lr_factor(TrainConfig(schedule="step"), 0)
     with pytest.raises(ValueError, match="needs schedule_samples or max_samples"):
         lr_factor(TrainConfig(schedule="warmup_cosine"), 10)
+
+
+def test_curriculum_opens_up_by_level(tmp_path):
+    torch.manual_seed(0)
+    data = TinyData()                                   # 96 questions
+    difficulty = [i % 3 for i in range(96)]             # levels 0, 1, 2: 32 questions each
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=5, batch_size=8, patience=None, progress=False,
+                      curriculum_samples=150, threads=1)
+    trainer = Trainer(TinyModel(), data, None, cfg, difficulty=difficulty)
+    pools = []
+    for epoch_start in (0, 32, 64, 128, 150):
+        pool = trainer.curriculum_pool(epoch_start)
+        pools.append(None if pool is None else sorted({difficulty[i] for i in pool}))
+    assert pools == [[0], [0], [0, 1], [0, 1, 2], None]
+    summary = trainer.fit(resume=False)
+    rows = summary["history"]
+    assert [r.get("curriculum_pool") for r in rows] == [32, 32, 64, 96, None]
+    assert [r["train_samples"] for r in rows] == [32, 32, 64, 96, 96]
+    with pytest.raises(ValueError, match="difficulty level for every train question"):
+        Trainer(TinyModel(), data, None, cfg)
