@@ -271,8 +271,8 @@ def train_baseline(data_dir, out_dir, kind: str, *, preset_name: str = "cpu", st
     return summary
 
 
-def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None, seed: int = 0,
-                  models: list[str] | None = None, progress: bool = True) -> dict[str, dict]:
+def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None, features: str | None = None,
+                  seed: int = 0, models: list[str] | None = None, progress: bool = True) -> dict[str, dict]:
     """Train (or resume) and score each Table 1 baseline of a scale (``filmlib/scales/<scale>.yaml``,
     section ``baselines``) into ``results_dir/<kind>_<scale>``; returns {row name: val metrics}.
     A run whose time budget is already spent resumes, finds nothing left to do, and is re-scored."""
@@ -280,7 +280,7 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
     out = {}
     for kind in models or cfg["models"]:
         run = Path(results_dir) / f"{kind}_{scale}"
-        train_baseline(data_dir, run, kind, preset_name=scale, stem=stem, epochs=cfg["epochs"],
+        train_baseline(data_dir, run, kind, preset_name=scale, stem=stem, features=features, epochs=cfg["epochs"],
                        max_steps_per_epoch=cfg["max_steps_per_epoch"], time_limit_minutes=cfg["minutes"][kind],
                        patience=cfg["patience"], threads=cfg["threads"], val_samples=cfg["val_samples"],
                        seed=seed, progress=progress)
