@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, metrics)")
     t.add_argument("--preset", choices=("paper", "cpu", "smoke"), default="cpu", help="model preset (default cpu)")
     t.add_argument("--stem", choices=("pixels", "features"), help="visual stem (default: the preset's)")
+    t.add_argument("--features", default=None,
+                   help="features stem: which <split>_<name>.h5 to read: features (ResNet-101, default), "
+                   "perception (`perception` command), oracle (`scene-maps` command)")
     t.add_argument("--ablation", help="FiLM: a Table 2 row name (see filmlib.models.ABLATIONS)")
     t.add_argument("--num-blocks", type=_positive, help="FiLM: number of FiLM-ed ResBlocks (Table 3)")
     t.add_argument("--epochs", type=_positive, default=80, help="most epochs (default 80)")
@@ -155,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, help="Adam weight decay (default: FiLM 1e-5, baselines 0)")
     t.add_argument("--patience", type=int, default=10, help="epochs without val improvement before stopping")
     t.add_argument("--time-limit", type=float, help="training-time budget in minutes: stops (mid-epoch) when spent")
+    t.add_argument("--max-samples", type=_positive, help="budget of questions seen: stops (mid-epoch) when spent")
+    t.add_argument("--schedule", default="constant",
+                   choices=("constant", "warmup_constant", "warmup_cosine", "warmup_linear"),
+                   help="learning-rate schedule (default constant, the paper's); decays end at --max-samples")
+    t.add_argument("--warmup", type=int, default=0, help="warm-up length in questions (default 0)")
+    t.add_argument("--min-lr-ratio", type=float, default=0.0, help="floor of the decay, as a fraction of --lr")
+    t.add_argument("--eval-every", type=_positive,
+                   help="a curve point (val subset accuracy, curve.jsonl) and a checkpoint every N questions")
+    t.add_argument("--curve-samples", type=_positive, default=5000, help="val questions a curve point scores")
     t.add_argument("--max-steps-per-epoch", type=_positive, help="cap steps per epoch (smoke runs)")
     t.add_argument("--val-samples", type=_positive, help="score only the first N val questions each epoch")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -237,7 +249,13 @@ def _run(args) -> dict:
                       patience=args.patience if args.patience >= 0 else None, time_limit_minutes=args.time_limit,
                       max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed, num_workers=args.workers,
                       threads=args.threads, device=args.device, bf16=args.bf16, compile=args.compile,
-                      progress=not args.quiet, **optim)
+                      progress=not args.quiet, max_samples=args.max_samples, schedule=args.schedule,
+                      warmup_samples=args.warmup, min_lr_ratio=args.min_lr_ratio,
+                      eval_every_samples=args.eval_every,
+                      curve_samples=args.curve_samples if args.eval_every else None,
+                      features=args.features, **optim)
+        if args.schedule != "constant" and args.max_samples:
+            common["schedule_samples"] = args.max_samples
         if args.model == "film":
             changes = {"num_blocks": args.num_blocks} if args.num_blocks else {}
             summary = train_film(args.data, args.out, preset_name=args.preset, stem=args.stem,
@@ -248,6 +266,7 @@ def _run(args) -> dict:
             summary = train_baseline(args.data, args.out, args.model, preset_name=args.preset, stem=args.stem,
                                      **common)
         summary.pop("history", None)
+        summary.pop("curve", None)
     elif args.command == "evaluate":
         from .experiment import evaluate_run
         summary = evaluate_run(args.run, args.data, args.split, which=args.checkpoint, device=args.device)

@@ -183,3 +183,16 @@ def test_study_recipe_runs_resumes_and_tabulates(prepared, tmp_path):
     assert "| tiny | oracle | Adam 0.001, warm-up 0k, cosine | 16 | random |" in text and "128" in text
     with pytest.raises(ValueError, match="stem must be one of"):
         study.Recipe(name="x", stem="resnet")
+
+
+def test_train_cli_reads_named_features_with_a_schedule(prepared, tmp_path):
+    cli("scene-maps", "--root", str(prepared / "raw"), "--out", str(prepared / "h5"))
+    r = cli("train", "--data", str(prepared / "h5"), "--out", str(tmp_path), "--preset", "smoke", "--stem", "features",
+            "--features", "oracle", "--schedule", "warmup_cosine", "--warmup", "16", "--max-samples", "64",
+            "--eval-every", "32", "--curve-samples", "20", "--batch-size", "16", "--threads", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["samples"] == 64
+    curve = study.load_curve(tmp_path)
+    assert [p["samples"] for p in curve] == [32, 64] and curve[1]["lr"] < curve[0]["lr"]
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["train_config"]["schedule_samples"] == 64 and ckpt["train_config"]["extra"]["features"] == "oracle"
