@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--root", required=True, type=Path, help="dataset root (scenes/)")
     pc.add_argument("--out", required=True, type=Path, help="folder for perception.pt and metrics.json")
     pc.add_argument("--splits", nargs="+", default=["train", "val", "test"], help="splits to extract")
-    pc.add_argument("--epochs", type=_positive, default=4, help="epochs over the train images (default 4)")
+    pc.add_argument("--epochs", type=_positive, default=6, help="epochs over the train images (default 6)")
     pc.add_argument("--minutes", type=float, help="time budget for the pre-training")
     pc.add_argument("--batch-size", type=_positive, default=64, help="batch (default 64)")
     pc.add_argument("--lr", type=float, default=1e-3, help="Adam peak learning rate (cosine decay; default 1e-3)")

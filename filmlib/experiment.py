@@ -159,7 +159,7 @@ def prepare_maps(scale: str, root, cache, results_dir, *, features: str | None =
         pc = cfg.get("perception") or {}
         run = Path(results_dir) / f"perception_{scale}"
         out["pretrain"] = perception.pretrain(
-            cache, root, run, cfg=perception_config(cfg["film"]["preset"]), epochs=pc.get("epochs", 4),
+            cache, root, run, cfg=perception_config(cfg["film"]["preset"]), epochs=pc.get("epochs", 6),
             batch_size=pc.get("batch_size", 64), lr=pc.get("lr", 1e-3), time_limit_minutes=pc.get("minutes"),
             threads=pc.get("threads"), seed=seed, progress=progress)
         for split in splits:

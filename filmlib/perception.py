@@ -91,7 +91,7 @@ def evaluate_perception(net: PerceptionNet, images: np.ndarray, targets: dict,
             "offset_mae": offset_err / n, "depth_mae": depth_err / n}
 
 
-def pretrain(cache_dir, root, out_dir, *, cfg: PerceptionConfig | None = None, epochs: int = 4,
+def pretrain(cache_dir, root, out_dir, *, cfg: PerceptionConfig | None = None, epochs: int = 6,
              batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-5,
              time_limit_minutes: float | None = None, val_images: int | None = 1000,
              threads: int | None = None, seed: int = 0, progress: bool = True) -> dict:
