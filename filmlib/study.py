@@ -210,9 +210,11 @@ def table(out_root, thresholds=(0.6, 0.8, 0.85, 0.9)) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, run in load_study(out_root).items():
         curve, summary = run["curve"], run["summary"]
-        recipe = Recipe(**(summary["recipe"] if summary else {**RECIPES[name].to_dict()})) \
-            if summary or name in RECIPES else None
-        if recipe is None:
+        if summary:
+            recipe = Recipe(**summary["recipe"])
+        elif name in RECIPES:
+            recipe = RECIPES[name]
+        else:
             continue
         last = curve[-1] if curve else {"samples": 0, "train_minutes": 0}
         best = max((p["val_accuracy"] for p in curve if p["val_accuracy"] is not None), default=None)

@@ -239,11 +239,13 @@ class Trainer:
             self._net = torch.compile(self._net)
 
     # -- checkpoints ------------------------------------------------------------------------
-    def state(self) -> dict:
+    def state(self, train_seconds: float | None = None) -> dict:
+        """Everything a resume needs; ``train_seconds`` overrides the clock (a mid-epoch point)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch, "step": self.step, "best_val": self.best_val,
                 "best_epoch": self.best_epoch, "history": self.history,
-                "train_seconds": self.train_seconds, "train_config": asdict(self.cfg),
+                "train_seconds": self.train_seconds if train_seconds is None else train_seconds,
+                "train_config": asdict(self.cfg),
                 "model_config": self.model_config, "torch_rng": torch.get_rng_state(),
                 "samples": self.samples, "curve": self.curve, "epoch_batches": self.epoch_batches,
                 "epoch_partial": self.epoch_partial, "epoch_start_samples": self.epoch_start_samples}
@@ -293,7 +295,7 @@ class Trainer:
 
     def _set_lr(self):
         if self.cfg.schedule != "constant":
-            lr = self.cfg.lr * lr_factor(self.cfg, self.samples)
+            lr = self._current_lr()
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
@@ -393,10 +395,7 @@ class Trainer:
                  "lr": self._current_lr()}
         self.curve.append(point)
         if self.is_main:
-            saved = self.train_seconds
-            self.train_seconds = train_seconds      # the checkpoint's clock, at this point
-            atomic_save(self.state(), self.out / "last.pt")
-            self.train_seconds = saved
+            atomic_save(self.state(train_seconds), self.out / "last.pt")
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "curve.jsonl", "".join(json.dumps(p) + "\n" for p in self.curve))
 

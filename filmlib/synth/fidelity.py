@@ -64,10 +64,10 @@ def render_record(scene: dict, width: int = 480, height: int = 320, *,
 
 
 def record_size(info: dict) -> tuple[int, int]:
-    """The image size a scenes file's ``pixel_coords`` are stated at: SynthCLEVR records its
-    own in ``info.synthclevr``; CLEVR's are 480x320."""
-    made = info.get("synthclevr") or {}
-    return int(made.get("width", 480)), int(made.get("height", 320))
+    """The image size a scenes file's ``pixel_coords`` are stated at (see
+    :func:`filmlib.data.scene_maps.scene_size`)."""
+    from ..data.scene_maps import scene_size
+    return scene_size(info)
 
 
 # --- Outlining the objects of a real image -------------------------------------------------------
