@@ -213,7 +213,8 @@ def table1_checks(ours: dict[str, dict], correct: dict[str, dict[int, bool]] | N
     claim is that it is at most 0.5). With ``correct`` ({model: read_correct(...)}) each pair
     also gets McNemar's test on the questions both answered (``mcnemar``: is the gap more than chance?)."""
     acc = {name: r["overall"] for name, r in ours.items() if r.get("overall") is not None}
-    film = next((n for n in acc if n.startswith("CNN+GRU+FiLM")), None)
+    # the FiLM row that reads the same stem as the baselines; the raw-pixels row when it is the only one
+    film = "CNN+GRU+FiLM" if "CNN+GRU+FiLM" in acc else next((n for n in acc if n.startswith("CNN+GRU+FiLM")), None)
     chain = [n for n in TABLE1_ORDER[:-1] if n in acc] + ([film] if film else [])
     pairs = [{"weaker": a, "stronger": b, "weaker_acc": acc[a], "stronger_acc": acc[b], "holds": acc[b] > acc[a]}
              for a, b in zip(chain, chain[1:])]

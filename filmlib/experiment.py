@@ -16,10 +16,10 @@ import torch
 from .config import load_scale
 from .data.datasets import ClevrQuestionsDataset, collate, make_loader
 from .data.vocab import Vocab
-from .io import atomic_write_text
+from .io import atomic_path, atomic_write_text
 from .evaluate import PAPER_TABLE1, accuracy_report, image_reliance, predict, table1_markdown, write_predictions
 from .models import FiLMConfig, FiLMModel, param_count, preset
-from .models.baselines import BaselineConfig, QTypeBaseline, baseline_preset, build_baseline
+from .models.baselines import LABELS, BaselineConfig, QTypeBaseline, baseline_preset, build_baseline
 from .train import Trainer, TrainConfig, atomic_save, default_batch, load_checkpoint, resolve_device
 
 
@@ -271,19 +271,120 @@ def train_baseline(data_dir, out_dir, kind: str, *, preset_name: str = "cpu", st
     return summary
 
 
+def pick_lr(train, run_dir, grid, pilot_samples: int, budget: int) -> dict:
+    """Pick a run's peak learning rate from ``grid`` on val, then train the winner to ``budget``.
+
+    ``train(out_dir, lr, max_samples)`` trains (resuming) one run and returns the Trainer's
+    summary; its schedule's horizon must be ``budget`` whatever ``max_samples`` is, so that each
+    pilot is exactly the first ``pilot_samples`` questions of the full run with that lr. Each lr
+    trains a pilot into ``run_dir/lr_grid/lr_<lr>``; the one with the best accuracy on the whole
+    val split (the Trainer's end-of-pilot evaluation) wins, its checkpoints are copied into
+    ``run_dir`` and the run continues there to ``budget`` questions. The pilots' scores and the
+    choice go to ``run_dir/lr_grid.json``; a recorded choice is kept, finished pilots are kept,
+    interrupted ones resume. Returns the final run's summary with ``lr_grid`` added."""
+    import shutil
+    run_dir = Path(run_dir)
+    grid = [float(lr) for lr in grid]
+    if not grid:
+        raise ValueError(f"{run_dir}: the learning-rate grid is empty")
+    if not 0 < pilot_samples <= budget:
+        raise ValueError(f"{run_dir}: pilot_samples={pilot_samples} must be in (0, budget={budget}]")
+    record_path = run_dir / "lr_grid.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    if record is None or record.get("grid") != grid or record.get("pilot_samples") != pilot_samples:
+        pilots = {}
+        for lr in grid:
+            out = run_dir / "lr_grid" / f"lr_{lr:g}"
+            summary = train(out, lr, pilot_samples)
+            scored = [h["val_accuracy"] for h in summary["history"] if h.get("val_accuracy") is not None]
+            pilots[f"{lr:g}"] = {"val_accuracy": scored[-1] if scored else None, "samples": summary["samples"],
+                                 "train_minutes": round(summary["train_minutes"], 2)}
+        ranked = [lr for lr in grid if pilots[f"{lr:g}"]["val_accuracy"] is not None]
+        if not ranked:
+            raise RuntimeError(f"{run_dir}: no pilot was scored on val (is the val split empty?)")
+        chosen = max(ranked, key=lambda lr: pilots[f"{lr:g}"]["val_accuracy"])   # ties: the first
+        record = {"grid": grid, "pilot_samples": pilot_samples, "budget": budget, "pilots": pilots,
+                  "chosen": chosen, "metric": "val accuracy (whole val split) after the pilot"}
+        winner = run_dir / "lr_grid" / f"lr_{chosen:g}"
+        if not (run_dir / "last.pt").exists():   # continue the winning pilot (copy, then resume)
+            for name in ("last.pt", "best.pt", "curve.jsonl", "metrics.jsonl", "metrics.csv"):
+                if (winner / name).exists():
+                    with atomic_path(run_dir / name) as tmp:
+                        shutil.copyfile(winner / name, tmp)
+        atomic_write_text(record_path, json.dumps(record, indent=1) + "\n")
+    summary = train(run_dir, record["chosen"], budget)
+    summary["lr_grid"] = record
+    return summary
+
+
+def table1_runs(results_dir, scale: str) -> dict[str, Path]:
+    """{Table 1 row name: run directory} of a scale: its baselines, FiLM (notebook 02's run) and,
+    when the scale asks for it, FiLM from raw pixels."""
+    cfg = load_scale(scale)
+    base = cfg["baselines"]
+    results_dir = Path(results_dir)
+    film_label = "CNN+GRU+FiLM" + (" (raw pixels)" if cfg["film"]["stem"] == "pixels" else "")
+    runs = {LABELS[k]: results_dir / f"{k}_{scale}" for k in base["models"]}
+    runs[film_label] = results_dir / f"film_{scale}"
+    if base.get("raw_pixels") and cfg["film"]["stem"] != "pixels":
+        runs["CNN+GRU+FiLM (raw pixels)"] = results_dir / f"film_pixels_{scale}"
+    return runs
+
+
+def _budget_kwargs(film: dict, base: dict, kind: str) -> dict:
+    """The Trainer settings a baseline shares with FiLM (question budget, schedule, batch, curve
+    points) when the scale gives baselines a learning-rate grid."""
+    kw = {k: film[k] for k in ("batch_size", "schedule", "warmup_samples", "min_lr_ratio") if k in film}
+    kw.update(epochs=base.get("epochs", 1000), patience=base.get("patience"),
+              max_steps_per_epoch=base.get("max_steps_per_epoch"), threads=base.get("threads"),
+              val_samples=base.get("val_samples"), eval_every_samples=film.get("eval_every"),
+              curve_samples=film.get("curve_samples"),
+              time_limit_minutes=(base.get("minutes") or {}).get(kind))
+    if kw.get("schedule", "constant") != "constant":
+        kw["schedule_samples"] = film["max_samples"]
+    return kw
+
+
 def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None, features: str | None = None,
                   seed: int = 0, models: list[str] | None = None, progress: bool = True) -> dict[str, dict]:
     """Train (or resume) and score each Table 1 baseline of a scale (``filmlib/scales/<scale>.yaml``,
     section ``baselines``) into ``results_dir/<kind>_<scale>``; returns {row name: val metrics}.
-    A run whose time budget is already spent resumes, finds nothing left to do, and is re-scored."""
-    cfg = load_scale(scale)["baselines"]
+
+    With ``lr_grid`` in the section (the ``cpu`` scale), every trained model gets FiLM's question
+    budget, batch and schedule (section ``film``) and its own peak learning rate, picked on val
+    from the grid by pilot runs (:func:`pick_lr`); with ``raw_pixels: true`` FiLM from raw pixels
+    (FiLM's recipe with ``stem: pixels``, its lr, the budget ``raw_pixels_samples``) is trained
+    into ``film_pixels_<scale>`` too (``models`` may name it ``film_pixels``). Without a grid,
+    each model trains with its authors' optimiser under a time budget and early stopping. A
+    finished run is kept; an interrupted one resumes."""
+    scale_cfg = load_scale(scale)
+    cfg, film = scale_cfg["baselines"], scale_cfg["film"]
+    kinds = list(models or cfg["models"])
+    if models is None and cfg.get("raw_pixels") and film["stem"] != "pixels":
+        kinds.append("film_pixels")
+    grid = cfg.get("lr_grid")
     out = {}
-    for kind in models or cfg["models"]:
+    for kind in kinds:
         run = Path(results_dir) / f"{kind}_{scale}"
-        train_baseline(data_dir, run, kind, preset_name=scale, stem=stem, features=features, epochs=cfg["epochs"],
-                       max_steps_per_epoch=cfg["max_steps_per_epoch"], time_limit_minutes=cfg["minutes"][kind],
-                       patience=cfg["patience"], threads=cfg["threads"], val_samples=cfg["val_samples"],
-                       seed=seed, progress=progress)
+        if kind == "film_pixels":
+            kw = film_train_kwargs({**film, "stem": "pixels", "features": None,
+                                    "max_samples": cfg.get("raw_pixels_samples") or film["max_samples"],
+                                    "time_limit_minutes": (cfg.get("minutes") or {}).get(kind)})
+            train_film(data_dir, run, seed=seed, progress=progress, **kw)
+        elif grid and kind != "qtype":
+            budget = film["max_samples"]
+
+            def train(out_dir, lr, max_samples, kind=kind):
+                return train_baseline(data_dir, out_dir, kind, preset_name=scale, stem=stem, features=features,
+                                      lr=lr, max_samples=max_samples, seed=seed, progress=progress,
+                                      **_budget_kwargs(film, cfg, kind))
+            pick_lr(train, run, grid, cfg["pilot_samples"], budget)
+        else:
+            train_baseline(data_dir, run, kind, preset_name=scale, stem=stem, features=features, epochs=cfg["epochs"],
+                           max_steps_per_epoch=cfg["max_steps_per_epoch"],
+                           time_limit_minutes=(cfg.get("minutes") or {}).get(kind),
+                           patience=cfg["patience"], threads=cfg["threads"], val_samples=cfg["val_samples"],
+                           seed=seed, progress=progress)
         metrics = evaluate_run(run, data_dir, "val")
         out[metrics["model"]] = metrics
     return out
@@ -393,8 +494,8 @@ def evaluate_run(run_dir, data_dir, split: str = "val", *, which: str = "best", 
                f"{split}_accuracy": report["overall"], "by_type": report.get("by_type"),
                "by_final_function": report.get("by_final_function"),
                "by_family": report.get("by_family"), "count_off_by_one": report.get("count_off_by_one"),
-               "train_minutes": round(ckpt["train_seconds"] / 60, 2),
-               "best_epoch": ckpt["best_epoch"], "epochs_trained": len(history),
+               "train_minutes": round(ckpt["train_seconds"] / 60, 2), "samples": ckpt.get("samples"),
+               "lr": ckpt["train_config"].get("lr"), "best_epoch": ckpt["best_epoch"], "epochs_trained": len(history),
                "parameters": param_count(model), "preset": ckpt["train_config"]["extra"].get("preset"), "model": label}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     film_rows = ("CNN+GRU+FiLM", "CNN+GRU+FiLM (raw pixels)")
@@ -417,7 +518,7 @@ def run_image_reliance(run_dir, data_dir, split: str = "val", *, which: str = "b
     return {"model": model_label(model), "split": split, "batch_size": batch_size, "seed": seed, **result}
 
 
-__all__ = ["attention_maps", "run_baselines", "build_baseline_model", "build_model", "evaluate_run", "feature_shape",
+__all__ = ["attention_maps", "pick_lr", "run_baselines", "table1_runs", "build_baseline_model", "build_model", "evaluate_run", "feature_shape",
            "film_train_kwargs", "load_run", "load_split", "model_from_config", "model_label", "perception_config",
            "predict_qtype", "prepare_maps", "run_features", "run_image_reliance", "train_baseline", "train_film",
            "visual_file"]

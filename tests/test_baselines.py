@@ -274,3 +274,58 @@ def test_table1_reports_the_significance_of_each_gap(tmp_path):
     assert pair["only_weaker_right"] == 0 and pair["only_stronger_right"] == 10
     assert pair["p_value"] == pytest.approx(2 / 1024)
     assert "McNemar p = 0.002" in (tmp_path / "table1.md").read_text()
+
+
+# -- picking each model's learning rate on val (notebook 03 at scale cpu) ---------------------
+def test_pick_lr_runs_pilots_picks_on_val_and_continues_the_winner(data, tmp_path):
+    from filmlib.experiment import pick_lr
+    calls = []
+
+    def train(out, lr, max_samples):
+        calls.append((out.name, lr, max_samples))
+        return train_baseline(data, out, "cnn_lstm", preset_name="smoke", lr=lr, max_samples=max_samples,
+                              batch_size=8, epochs=100, patience=None, threads=1, progress=False,
+                              schedule="warmup_cosine", warmup_samples=8, schedule_samples=64)
+    run = tmp_path / "cnn_lstm"
+    summary = pick_lr(train, run, [1e-4, 3e-3], pilot_samples=24, budget=64)
+    record = json.loads((run / "lr_grid.json").read_text())
+    scores = {lr: p["val_accuracy"] for lr, p in record["pilots"].items()}
+    assert set(scores) == {"0.0001", "0.003"} and all(p["samples"] == 24 for p in record["pilots"].values())
+    # the winner is the pilot with the best val accuracy (ties: the first of the grid)
+    assert record["chosen"] == max([1e-4, 3e-3], key=lambda lr: scores[f"{lr:g}"])
+    assert calls == [("lr_0.0001", 1e-4, 24), ("lr_0.003", 3e-3, 24), ("cnn_lstm", record["chosen"], 64)]
+    # ... and it continued from its pilot: the final run's history starts with the pilot's rows
+    pilot = [json.loads(x) for x in (run / "lr_grid" / f"lr_{record['chosen']:g}" / "metrics.jsonl").read_text().splitlines()]
+    final = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert final[:len(pilot)] == pilot and len(final) > len(pilot) and summary["samples"] == 64
+    _, ckpt = load_run(run, "last")
+    assert ckpt["train_config"]["lr"] == record["chosen"] and ckpt["samples"] == 64
+    # run again: nothing is retrained, the recorded choice is kept
+    calls.clear()
+    again = pick_lr(train, run, [1e-4, 3e-3], pilot_samples=24, budget=64)
+    assert again["samples"] == 64 and again["lr_grid"] == record
+    assert [c[0] for c in calls] == ["cnn_lstm"]         # only the (finished) final run, which returns at once
+    with pytest.raises(ValueError, match="grid is empty"):
+        pick_lr(train, tmp_path / "x", [], pilot_samples=24, budget=64)
+    with pytest.raises(ValueError, match="pilot_samples=100 must be in"):
+        pick_lr(train, tmp_path / "x", [1e-3], pilot_samples=100, budget=64)
+
+
+def test_table1_checks_use_the_film_row_on_the_baselines_stem():
+    def rep(overall):
+        return {"overall": overall, "by_type": {}}
+    checks = table1_checks({"CNN+LSTM+SA": rep(0.6), "CNN+GRU+FiLM (raw pixels)": rep(0.5),
+                            "CNN+GRU+FiLM": rep(0.9)})
+    assert [(p["weaker"], p["stronger"]) for p in checks["ordering"]] == [("CNN+LSTM+SA", "CNN+GRU+FiLM")]
+    assert checks["film_error_ratio"] == pytest.approx(0.25)
+
+
+def test_table1_runs_of_each_scale(tmp_path):
+    from filmlib.experiment import table1_runs
+    runs = table1_runs(tmp_path, "cpu")
+    assert list(runs) == ["Q-type baseline", "LSTM", "CNN+LSTM", "CNN+LSTM+SA", "CNN+GRU+FiLM",
+                          "CNN+GRU+FiLM (raw pixels)"]
+    assert runs["CNN+GRU+FiLM"] == tmp_path / "film_cpu" and runs["LSTM"] == tmp_path / "lstm_cpu"
+    assert runs["CNN+GRU+FiLM (raw pixels)"] == tmp_path / "film_pixels_cpu"
+    paper = table1_runs(tmp_path, "paper")      # its FiLM reads raw pixels: that run is the row
+    assert paper["CNN+GRU+FiLM (raw pixels)"] == tmp_path / "film_paper" and "CNN+GRU+FiLM" not in paper
