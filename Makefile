@@ -4,13 +4,16 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SCALE  ?= cpu
+SOURCE ?= synth
 WORKERS ?= 2
+SCALES  := smoke cpu paper
+SOURCES := synth clevr
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 TESTRUN := results/_test
 # large CPU tensors on transparent huge pages (see filmlib/__init__.py); 0 opts out
 export THP_MEM_ALLOC_ENABLE ?= 1
 
-.PHONY: setup test pytest nbval reproduce smoke bench lab clean
+.PHONY: setup test pytest nbval reproduce check-params smoke bench lab clean
 
 setup: $(VENV)/.installed
 
@@ -37,26 +40,40 @@ nbval: setup
 	done
 	$(PY) -m pytest -q --nbval-lax -p no:cacheprovider $(TESTRUN)/notebooks
 
-## the main job: every notebook on SynthCLEVR at $(SCALE) (default cpu), executed copies in results/;
-## each notebook's wall time goes to results/reproduce_times_$(SCALE).md
+## the main job: every notebook on SynthCLEVR (SOURCE=clevr: a downloaded CLEVR) at $(SCALE)
+## (default cpu). Each executed copy goes to results/<notebook>_$(SCALE).ipynb, written under a
+## temporary name and moved into place only on success (a failed run leaves the last good copy and
+## results/<notebook>_$(SCALE).failed.ipynb beside it). Wall times: results/reproduce_times_$(SCALE).md
 TIMES := results/reproduce_times_$(SCALE).md
-reproduce: setup
+reproduce: check-params setup
 	mkdir -p results
 	printf '| notebook | wall time (s) |\n|---|---|\n' > $(TIMES).tmp
 	for nb in $(NOTEBOOKS); do \
+	  name=$$(basename $$nb .ipynb)_$(SCALE); tmp=results/.$$name.running.ipynb; \
 	  start=$$(date +%s); \
-	  $(PY) -m papermill --log-level WARNING --cwd notebooks $$nb results/$$(basename $$nb) \
-	    -p scale $(SCALE) -p workers $(WORKERS) || exit 1; \
+	  if $(PY) -m papermill --log-level WARNING --cwd notebooks $$nb $$tmp \
+	      -p scale $(SCALE) -p source $(SOURCE) -p workers $(WORKERS); then \
+	    mv $$tmp results/$$name.ipynb; rm -f results/$$name.failed.ipynb; \
+	  else \
+	    if [ -f $$tmp ]; then mv $$tmp results/$$name.failed.ipynb; fi; rm -f $(TIMES).tmp; \
+	    echo "error: $$nb failed at scale $(SCALE); its executed copy is results/$$name.failed.ipynb" >&2; \
+	    exit 1; \
+	  fi; \
 	  echo "| $$(basename $$nb) | $$(( $$(date +%s) - start )) |" >> $(TIMES).tmp; \
 	done
 	mv $(TIMES).tmp $(TIMES)
 	@echo; echo "done (scale $(SCALE)). Results:"; \
-	  echo "  executed notebooks   results/0*.ipynb"; \
-	  echo "  Table 1              results/table1.md, .csv (scale cpu; other scales: table1_<scale>.*)"; \
-	  echo "  FiLM run             results/film_$(SCALE)/ (metrics.json, predictions_val.jsonl)"; \
-	  echo "  baseline runs        results/{qtype,lstm,cnn_lstm,cnn_lstm_sa}_$(SCALE)/"; \
-	  echo "  figures              results/figures/"; \
+	  echo "  executed notebooks   results/0*_$(SCALE).ipynb"; \
+	  echo "  Table 1              results/table1_$(SCALE).md, .csv"; \
+	  echo "  FiLM run             results/film_$(SCALE)/ (metrics.json, curve.jsonl, predictions_val.jsonl)"; \
+	  echo "  baseline runs        results/{qtype,lstm,cnn_lstm,cnn_lstm_sa,film_pixels}_$(SCALE)/"; \
+	  echo "  figures              results/figures/*_$(SCALE).png"; \
 	  echo "  notebook times       $(TIMES)"; cat $(TIMES)
+
+# refuse an unknown SCALE or SOURCE before anything runs or is written
+check-params:
+	@case " $(SCALES) " in *" $(SCALE) "*) ;; *) echo "error: SCALE=$(SCALE) is not one of: $(SCALES)" >&2; exit 2;; esac
+	@case " $(SOURCES) " in *" $(SOURCE) "*) ;; *) echo "error: SOURCE=$(SOURCE) is not one of: $(SOURCES)" >&2; exit 2;; esac
 
 smoke:
 	$(MAKE) reproduce SCALE=smoke
@@ -67,8 +84,15 @@ bench: setup
 	$(PY) benchmarks/bench_stem_conv.py --threads $(WORKERS)
 	$(PY) benchmarks/bench_gru_step.py --threads $(WORKERS)
 
+## JupyterLab at the repository root (notebooks/ and results/ both in its file browser), on
+## 127.0.0.1:$(LAB_PORT); works as root too (containers, cloud machines)
+LAB_PORT ?= 8888
+LAB_ARGS ?=
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) --ServerApp.ip=127.0.0.1 \
+	  --ServerApp.port=$(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
+## remove test runs and every smoke-scale output (data, runs, executed notebooks, figures)
 clean:
-	rm -rf $(TESTRUN) data/smoke
+	rm -rf $(TESTRUN) data/smoke results/*_smoke results/*_smoke.* results/figures/*_smoke.png \
+	  results/.*.running.ipynb

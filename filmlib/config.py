@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 SCALES = ("smoke", "cpu", "paper")
+SOURCES = ("synth", "clevr")   # SynthCLEVR (generated) | a downloaded CLEVR v1.0
 
 
 def load_scale(name: str) -> dict:
@@ -35,3 +36,24 @@ def default_cache_dir(data_root: Path, image_size: int) -> Path:
     """Where the HDF5 caches of a dataset at an image size live: ``<data>/../cache/<name>-<size>``."""
     data_root = Path(data_root)
     return data_root.parent / "cache" / f"{data_root.name}-{image_size}"
+
+
+def check_parameters(*, scale, source="synth", data_root=None, results_dir=None, workers=1, seed=0) -> None:
+    """Validate the parameters every notebook takes (papermill's ``-p``), the same rules as the
+    command line's: raises one ``ValueError`` naming each bad parameter and what it accepts."""
+    problems = []
+    if scale not in SCALES:
+        problems.append(f"scale={scale!r} is not one of {', '.join(SCALES)}")
+    if source not in SOURCES:
+        problems.append(f"source={source!r} is not one of {', '.join(SOURCES)}")
+    for name, value in (("data_root", data_root), ("results_dir", results_dir)):
+        if value is not None and not isinstance(value, (str, Path)):
+            problems.append(f"{name}={value!r} must be a path (or None for the default)")
+    if source == "clevr" and isinstance(data_root, (str, Path)) and not Path(data_root).is_dir():
+        problems.append(f"data_root={str(data_root)!r} does not exist: download CLEVR v1.0 there first")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        problems.append(f"workers={workers!r} must be a whole number >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        problems.append(f"seed={seed!r} must be a whole number >= 0")
+    if problems:
+        raise ValueError("bad notebook parameters: " + "; ".join(problems))

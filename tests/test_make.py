@@ -1,0 +1,67 @@
+"""The Makefile's front-door behaviour: unknown parameters are refused before anything runs, and
+`make lab` serves the repository (notebooks/ and results/) on 127.0.0.1, as root too."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = Path(sys.prefix)     # the environment running the tests (make's own .venv under `make test`)
+
+
+def make(*args, **kw):
+    # -o: never (re)build the venv from here; the tests already run inside one
+    return subprocess.run(["make", "-C", str(ROOT), "-o", f"{VENV}/.installed", f"VENV={VENV}", *args],
+                          capture_output=True, text=True, **kw)
+
+
+@pytest.mark.parametrize("args, culprit", [(["SCALE=huge"], "SCALE=huge"), (["SOURCE=nowhere"], "SOURCE=nowhere")])
+def test_reproduce_refuses_unknown_parameters_before_anything_runs(args, culprit):
+    before = sorted(p.name for p in (ROOT / "results").iterdir())
+    r = make("reproduce", *args, timeout=60)
+    assert r.returncode != 0 and culprit in r.stderr and "is not one of" in r.stderr
+    assert "papermill" not in r.stdout                      # nothing was started...
+    assert sorted(p.name for p in (ROOT / "results").iterdir()) == before   # ... or written
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_lab_serves_notebooks_and_results_on_localhost():
+    port, token = _free_port(), "filmlib-test"
+    proc = subprocess.Popen(["make", "-C", str(ROOT), "-o", f"{VENV}/.installed", f"VENV={VENV}", "lab",
+                             f"LAB_PORT={port}", f"LAB_ARGS=--no-browser --IdentityProvider.token={token}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline, listing = time.monotonic() + 90, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                listing = {d: _get(f"http://127.0.0.1:{port}/api/contents/{d}?token={token}") for d in ("notebooks", "results")}
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert listing is not None, f"JupyterLab did not answer (exit {proc.poll()}):\n{proc.stdout.read() if proc.poll() is not None else ''}"
+        names = {d: {item["name"] for item in listing[d]["content"]} for d in listing}
+        assert {p.name for p in (ROOT / "notebooks").glob("0*.ipynb")} <= names["notebooks"]
+        assert "README.md" in names["results"] and "figures" in names["results"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
