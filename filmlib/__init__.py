@@ -15,7 +15,14 @@ import sys as _sys
 if "torch" not in _sys.modules:
     _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from .film import FiLM  # noqa: E402
-
 __version__ = "0.1.0"
 __all__ = ["FiLM", "__version__"]
+
+
+def __getattr__(name):
+    # ``filmlib.FiLM`` imports torch on first use only, so that ``python -m filmlib --help`` and
+    # the command line's usage errors answer at once
+    if name == "FiLM":
+        from .film import FiLM
+        return FiLM
+    raise AttributeError(f"module 'filmlib' has no attribute {name!r}")

@@ -29,9 +29,11 @@ checkpoint in place.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .io import atomic_path, atomic_write_text
+from .io import atomic_path, atomic_write_text, naming_disk_full
 from .memory import retain_freed_memory
 
 
@@ -165,14 +167,92 @@ def distributed_env() -> tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
+_saves = 0     # atomic_save calls in this process (for the tests' FILMLIB_KILL_IN_SAVE)
+
+
 def atomic_save(obj, path: Path):
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` to a temporary file, then renamed: ``path`` is never half-written. The
+    temporary files of killed processes (``.<name>.tmp<pid>``) are removed first."""
+    global _saves
+    _saves += 1
+    path = Path(path)
+    _remove_dead_temps(path)
+    with naming_disk_full(path), atomic_path(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:           # torch's writer reports a failed write this way
+            if "write" not in str(e):
+                raise
+            raise OSError(f"{path}: could not write the checkpoint ({str(e).splitlines()[0][:120]}); "
+                          f"check the free space and permissions there") from e
+        _debug_kill_in_save(_saves, tmp)
+
+
+def _remove_dead_temps(path: Path):
+    """Remove ``path``'s temporary files left by processes that no longer run."""
+    prefix = f".{path.name}.tmp"
+    if not path.parent.is_dir():
+        return
+    for tmp in path.parent.iterdir():
+        pid = tmp.name[len(prefix):]
+        if not (tmp.name.startswith(prefix) and pid.isdigit()) or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass                            # alive (another user's): leave it
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read."""
+
+
+def _checkpoint_advice(path: Path) -> str:
+    if path.name == "best.pt":
+        return "delete it, or resume from last.pt (evaluate: --checkpoint last)"
+    if path.name == "last.pt":
+        return ("delete it to train again from the start, or copy best.pt over it to resume "
+                "from the best epoch")
+    return "delete it and run the step that wrote it again"
+
+
+def _damage_reason(path: Path, error: Exception) -> str:
+    """A short, safe reason for a failed ``torch.load`` (never torch's advice to drop
+    ``weights_only``)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "the file is empty"
+    if head != b"PK\x03\x04":
+        return "not a PyTorch checkpoint file"
+    if isinstance(error, pickle.UnpicklingError):
+        return "it holds Python objects other than tensors and plain data"
+    if "central directory" in str(error):
+        return "the file is cut short"
+    return "the archive is corrupted"
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """A checkpoint written by :class:`Trainer` (tensors and plain data only)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """A checkpoint written by :class:`Trainer` (tensors and plain data only: always read with
+    ``weights_only=True``). A missing file raises FileNotFoundError, an unreadable one
+    :class:`CheckpointError`; both messages name the file and say what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, "no such checkpoint: train first, or check the run "
+                                "folder", str(path))
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise
+    except Exception as e:      # torch raises many types for a bad file; all mean the same here
+        raise CheckpointError(f"{path} is damaged ({_damage_reason(path, e)}); "
+                              f"{_checkpoint_advice(path)}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is damaged (it holds a {type(ckpt).__name__}, not a "
+                              f"checkpoint dict); {_checkpoint_advice(path)}")
+    return ckpt
 
 
 def default_batch(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -481,4 +561,14 @@ def _debug_kill(step: int):
     """Tests kill a run for real (SIGKILL) at a chosen step to check that resume is exact."""
     at = os.environ.get("FILMLIB_KILL_AT_STEP")
     if at is not None and step == int(at):
+        os.kill(os.getpid(), 9)
+
+
+def _debug_kill_in_save(save: int, tmp: Path):
+    """Tests kill a run (SIGKILL) in the middle of its ``FILMLIB_KILL_IN_SAVE``-th checkpoint
+    write: half of the temporary file is on disk, the rename has not happened."""
+    at = os.environ.get("FILMLIB_KILL_IN_SAVE")
+    if at is not None and save == int(at):
+        with open(tmp, "r+b") as f:
+            f.truncate(os.path.getsize(tmp) // 2)
         os.kill(os.getpid(), 9)

@@ -12,7 +12,7 @@ from filmlib.synth.camera import Camera, fit_camera, sample_camera
 from filmlib.synth.render import object_id_map, render_scene, sample_lights
 from filmlib.synth.scene import make_scene
 
-# The budget of issue 13 (per reference image): mean absolute difference over the whole
+# The renderer's fidelity budget (per reference image): mean absolute difference over the whole
 # image, mean over objects of the per-channel mean colour difference, worst pixel-area error.
 MAD_BUDGET = 7.0
 COLOUR_BUDGET = 12.0

@@ -1,6 +1,7 @@
 """The trainer: exact resume after a real kill, DDP equivalence, NaN stop, early stopping."""
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -174,6 +175,52 @@ def test_killed_mid_epoch_resumes_from_the_curve_point(scheduled_reference, tmp_
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["train_accuracy"], r["val_accuracy"]) for r in rows] == \
         [(r["epoch"], r["train_accuracy"], r["val_accuracy"]) for r in ref_rows]
+
+
+def run_tiny_jobs(jobs, tmp_path, name):
+    """Run many tiny runs in one process that forks one child per run (see tiny_run.py)."""
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(jobs))
+    r = subprocess.run([sys.executable, str(HERE / "tiny_run.py"), "--jobs", str(path)],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def random_kill_points(seed=20261129):
+    """Ten kill points drawn at random: eight training steps (of the 44 the run makes) and two
+    checkpoint writes (of the first 13, all last.pt / best.pt ones), killed half-way through."""
+    rng = random.Random(seed)
+    steps = sorted(rng.sample(range(1, 44), 8))
+    saves = sorted(rng.sample(range(1, 14), 2))
+    return ([("FILMLIB_KILL_AT_STEP", s) for s in steps] +
+            [("FILMLIB_KILL_IN_SAVE", n) for n in saves])
+
+
+def test_ten_random_kills_each_resume_to_identical_weights(scheduled_reference, tmp_path):
+    points = random_kill_points()
+    assert len(points) == 10 and sum(var == "FILMLIB_KILL_IN_SAVE" for var, _ in points) >= 1
+    runs = [tmp_path / f"{var.split('_')[-1].lower()}-{n}" for var, n in points]
+    killed = run_tiny_jobs([{"argv": [str(out), *SCHEDULED], "env": {var: str(n)}}
+                            for out, (var, n) in zip(runs, points)], tmp_path, "kill")
+    assert killed == [-9] * 10, list(zip(points, killed))         # every run really SIGKILLed
+    for out, (var, n) in zip(runs, points):
+        if var == "FILMLIB_KILL_IN_SAVE":       # half a temporary file, the checkpoints intact
+            assert list(out.glob(".*.pt.tmp*")), (n, sorted(p.name for p in out.iterdir()))
+        if (out / "last.pt").exists():
+            load_checkpoint(out / "last.pt")
+    resumed = run_tiny_jobs([{"argv": [str(out), *SCHEDULED]} for out in runs], tmp_path, "resume")
+    assert resumed == [0] * 10
+    a = weights(scheduled_reference)
+    ref_curve = (scheduled_reference / "curve.jsonl").read_text()
+    for out, point in zip(runs, points):
+        b = weights(out)
+        assert all(torch.equal(a[k], b[k]) for k in a), point
+        got = [json.loads(x) for x in (out / "curve.jsonl").read_text().splitlines()]
+        ref = [json.loads(x) for x in ref_curve.splitlines()]
+        assert [(p["samples"], p["val_accuracy"], p["lr"]) for p in got] == \
+            [(p["samples"], p["val_accuracy"], p["lr"]) for p in ref], point
+        assert not list(out.glob(".*.tmp*")), point                # the dead run's temp file is gone
 
 
 def test_lr_factor_shapes():

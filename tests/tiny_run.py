@@ -1,7 +1,16 @@
 """A tiny, deterministic training run, started as a subprocess (or under torchrun) by the
-trainer tests: `python tests/tiny_run.py OUT_DIR [--epochs N]`. Writes OUT_DIR/final.pt."""
+trainer tests: `python tests/tiny_run.py OUT_DIR [--epochs N]`. Writes OUT_DIR/final.pt.
+
+`python tests/tiny_run.py --jobs JOBS.json` runs many: JOBS.json is a list of
+``{"argv": [OUT_DIR, ...], "env": {...}}``; each runs in its own forked process (so torch is
+imported once, not once a run), one after the other, and may be killed for real (SIGKILL, see
+``FILMLIB_KILL_AT_STEP`` / ``FILMLIB_KILL_IN_SAVE``). Prints the exit statuses as a JSON list
+(-9: killed)."""
 import argparse
+import json
+import os
 import sys
+import traceback
 
 import torch
 import torch.nn as nn
@@ -60,5 +69,32 @@ def main(argv=None):
     return 0
 
 
+def run_jobs(jobs_file) -> int:
+    with open(jobs_file) as f:
+        jobs = json.load(f)
+    statuses = []
+    for job in jobs:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:                        # the child: one run, then exit without cleanup
+            code = 1
+            try:
+                os.environ.update(job.get("env", {}))
+                code = main(job["argv"])
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        statuses.append(os.waitstatus_to_exitcode(status))
+    print(json.dumps(statuses))
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--jobs"]:
+        sys.exit(run_jobs(sys.argv[2]))
     sys.exit(main())

@@ -17,9 +17,11 @@ Files (the questions layout is the FiLM authors', so their files and ours read a
     <split>_images.h5
         images             uint8 [N_images, 3, H, W]  bicubic resize (PIL), row = image index
 
-Every file is written under a temporary name and renamed when complete, so a failure leaves
-the previous file (or none), never half of one. :func:`preprocess_root` runs everything for a
-root and skips outputs whose sources and settings are unchanged (``manifest.json``).
+Every file is written under a temporary name and renamed when complete, so a failure or an
+interrupt leaves the previous file (or none), never half of one, and a full disk is reported
+with the file's name. :func:`preprocess_root` runs everything for a root and skips outputs
+whose sources and settings are unchanged (``manifest.json``); it holds a lock file in the
+output folder, so a second process writing there at the same time is refused at once.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -42,9 +45,11 @@ from filmlib.data.clevr import (
     question_type, questions_path,
 )
 from filmlib.data.vocab import UNK_IDX, Vocab, encode_tokens, tokenize
+from filmlib.io import disk_full_error, naming_disk_full, output_lock
 
 FORMAT = "filmlib-hdf5-1"
 MANIFEST = "manifest.json"
+LOCK = ".preprocess.lock"
 
 
 class DataFileError(ValueError):
@@ -73,8 +78,11 @@ def atomic_h5(path):
             yield f
         default_permissions(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        full = disk_full_error(e, path)
+        if full is not None:
+            raise full from e
         raise
 
 
@@ -231,13 +239,18 @@ def iter_image_batches(paths: list[Path], size, batch_size: int, workers: int = 
         for k, job in enumerate(jobs):
             yield k * batch_size, _load_batch(job)
         return
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, initializer=_ignore_sigint) as pool:
         pending = [pool.submit(_load_batch, job) for job in jobs[:2 * workers]]
         for k in range(len(jobs)):
             batch = pending.pop(0).result()
             if k + len(pending) + 1 < len(jobs):
                 pending.append(pool.submit(_load_batch, jobs[k + len(pending) + 1]))
             yield k * batch_size, batch
+
+
+def _ignore_sigint():
+    """Worker processes leave Ctrl-C to the main process, which cleans up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
@@ -294,7 +307,8 @@ def _folder_signature(folder: Path) -> list:
 
 
 def _save(vocab: Vocab, path: Path) -> dict:
-    vocab.save(path)
+    with naming_disk_full(path):
+        vocab.save(path)
     return {name: len(getattr(vocab, name)) for name in
             ("question_token_to_idx", "program_token_to_idx", "answer_token_to_idx")}
 
@@ -312,7 +326,7 @@ class _Manifest:
         if self.path.exists() and not force:
             try:
                 self.data = json.loads(self.path.read_text())
-            except json.JSONDecodeError:
+            except ValueError:      # not JSON, or not even text
                 pass  # rebuilt below
         self.data.setdefault("outputs", {})
         self.report = {}
@@ -339,8 +353,11 @@ class _Manifest:
                 json.dump(self.data, f, indent=1, sort_keys=True)
             default_permissions(tmp)
             os.replace(tmp, self.path)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            full = disk_full_error(e, self.path)
+            if full is not None:
+                raise full from e
             raise
 
 
@@ -363,6 +380,25 @@ def preprocess_root(root, out_dir, splits=("train", "val", "test"), image_size=(
     """
     root, out_dir = Path(root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with output_lock(out_dir / LOCK, f"the preprocessed folder {out_dir}"):
+        _remove_dead_temporaries(out_dir)
+        return _preprocess_root(root, out_dir, splits, image_size, vocab, vocab_split, humans,
+                                humans_min_count, features, weights, feature_dtype, feature_device,
+                                workers, force, progress)
+
+
+def _remove_dead_temporaries(out_dir: Path):
+    """Temporary files of a killed run (``.<output>.<random>.tmp``); no other preprocess
+    writes here while we hold the lock."""
+    outputs = re.compile(r"\.(vocab(_humans)?\.json|manifest\.json|\w+_(questions|images|features)\.h5)"
+                         r"\.\w+\.tmp")
+    for entry in os.scandir(out_dir):
+        if outputs.fullmatch(entry.name) and entry.is_file():
+            Path(entry.path).unlink(missing_ok=True)
+
+
+def _preprocess_root(root, out_dir, splits, image_size, vocab, vocab_split, humans, humans_min_count,
+                     features, weights, feature_dtype, feature_device, workers, force, progress):
     manifest = _Manifest(out_dir, force)
     image_size = tuple(int(s) for s in image_size)
     last = {}

@@ -7,18 +7,23 @@ periodically too) and its own seed. So the same seed gives byte-identical files 
 ``workers`` or ``--shard`` is.
 
 A split is assembled in a hidden staging folder and moved into place only when complete:
-an interrupted run leaves no half-written split (the staging folder is cleared on the next
-run). ``--shard i/n`` writes one slice of the chunks into ``<root>/.shards/``; ``merge_shards``
-joins the slices into the same files an unsharded run writes.
+an interrupted or failed run removes its staging folder and leaves no half-written split (a
+folder left by a killed run is cleared on the next run). A lock file (``<root>/.lock-<split>``,
+or one per shard) refuses a second process writing the same split at the same time, before it
+touches anything. ``--shard i/n`` writes one slice of the chunks into ``<root>/.shards/``;
+``merge_shards`` joins the slices into the same files an unsharded run writes.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import math
 import os
 import random
 import shutil
+import signal
 import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from ..data import clevr
+from ..io import naming_disk_full, output_lock
 from .questions import REJECTION_REASONS, QuestionEngine
 from .scene import make_scene
 from .text import CLEVR_LEXICON, PARAPHRASE_LEXICON
@@ -153,11 +159,16 @@ def _questions_job(args):
 RENDER_BATCH = 16   # images per rendering task: small, so any split keeps every worker busy
 
 
+def _ignore_sigint():
+    """Worker processes leave Ctrl-C to the main process, which stops them and cleans up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_chunks(spec: SplitSpec, chunks: list[int], image_dir: Path, workers: int, progress: bool):
     """Render the chunks' images (in batches), then question each chunk; results in chunk order."""
     indices = [i for c in chunks for i in spec.chunk_range(c)]
     batches = [indices[k:k + RENDER_BATCH] for k in range(0, len(indices), RENDER_BATCH)]
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint) if workers > 1 else None
     run = pool.map if pool else map
     try:
         scenes = {}
@@ -174,8 +185,8 @@ def _run_chunks(spec: SplitSpec, chunks: list[int], image_dir: Path, workers: in
             bar.update(1)
         bar.close()
     finally:
-        if pool:
-            pool.shutdown()
+        if pool:        # on an error: drop queued work, wait for running tasks (they write images)
+            pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 
@@ -263,9 +274,15 @@ def _publish(root: Path, spec: SplitSpec, staging: Path, scenes, questions, huma
 
 def generate_split(root, spec: SplitSpec, *, workers: int = 1, progress: bool = True,
                    shard: tuple[int, int] | None = None) -> dict:
-    """Generate one split under ``root`` (or one shard of it). Returns a summary dict."""
+    """Generate one split under ``root`` (or one shard of it). Returns a summary dict.
+
+    Refuses (:class:`filmlib.io.FolderBusyError`) if another process is writing the same split
+    (or shard) of ``root``; an interrupted or failed run removes its staging folder."""
     spec.validate()
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder: the dataset root must be a folder",
+                                 str(root))
     chunks = list(range(spec.num_chunks))
     if shard is not None:
         i, n = shard
@@ -273,25 +290,44 @@ def generate_split(root, spec: SplitSpec, *, workers: int = 1, progress: bool = 
             raise ValueError(f"shard must be i/n with 0 <= i < n, got {i}/{n}")
         chunks = chunks[i * len(chunks) // n:(i + 1) * len(chunks) // n]
         staging = _shard_dir(root, spec, i, n, done=False)
+        lock = root / ".shards" / spec.name / f".lock-{i}-of-{n}"
+        what = f"shard {i}/{n} of split {spec.name} in {root}"
     else:
         staging = root / f".staging-{spec.name}"
-    if staging.exists():
-        shutil.rmtree(staging)      # left over by an interrupted run
-    (staging / "images").mkdir(parents=True)
-    results = _run_chunks(spec, chunks, staging / "images", workers, progress)
-    if shard is not None:
-        payload = {"spec": asdict(spec), "chunks": chunks, "results": results}
-        (staging / "part.json").write_text(json.dumps(payload, separators=(",", ":")))
-        done = _shard_dir(root, spec, *shard, done=True)
-        if done.exists():
-            shutil.rmtree(done)
-        os.replace(staging, done)
-        return {"split": spec.name, "shard": f"{shard[0]}/{shard[1]}", "chunks": chunks,
-                "images": sum(len(r[0]) for r in results)}
-    scenes, questions, humans, rejected, phrasings = _assemble(spec, results)
-    _publish(root, spec, staging, scenes, questions, humans, rejected, phrasings)
+        lock = root / f".lock-{spec.name}"
+        what = f"split {spec.name} in {root}"
+    with output_lock(lock, what), _removed_on_failure(staging), naming_disk_full(root):
+        if staging.exists():
+            shutil.rmtree(staging)      # left over by a killed run
+        (staging / "images").mkdir(parents=True)
+        results = _run_chunks(spec, chunks, staging / "images", workers, progress)
+        if shard is not None:
+            payload = {"spec": asdict(spec), "chunks": chunks, "results": results}
+            (staging / "part.json").write_text(json.dumps(payload, separators=(",", ":")))
+            done = _shard_dir(root, spec, *shard, done=True)
+            if done.exists():
+                shutil.rmtree(done)
+            os.replace(staging, done)
+            return {"split": spec.name, "shard": f"{shard[0]}/{shard[1]}", "chunks": chunks,
+                    "images": sum(len(r[0]) for r in results)}
+        scenes, questions, humans, rejected, phrasings = _assemble(spec, results)
+        _publish(root, spec, staging, scenes, questions, humans, rejected, phrasings)
     return {"split": spec.name, "images": len(scenes), "questions": len(questions),
             "humans": len(humans), "rejected": dict(rejected)}
+
+
+@contextlib.contextmanager
+def _removed_on_failure(staging: Path):
+    """Remove the staging folder (and the trash folder of a replaced split) if the block fails
+    or is interrupted; a published split is left as it is."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if staging.name.startswith(".staging-"):
+            shutil.rmtree(staging.with_name(staging.name.replace(".staging-", ".trash-", 1)),
+                          ignore_errors=True)
+        raise
 
 
 def _shard_dir(root: Path, spec: SplitSpec, i: int, n: int, done: bool) -> Path:
@@ -300,13 +336,26 @@ def _shard_dir(root: Path, spec: SplitSpec, i: int, n: int, done: bool) -> Path:
 
 
 def merge_shards(root, split_name: str, n: int) -> dict:
-    """Join the ``n`` finished shards of a split into the CLEVR layout."""
+    """Join the ``n`` finished shards of a split into the CLEVR layout.
+
+    Refuses if another process is writing the split or one of its shards."""
     root = Path(root)
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(output_lock(root / f".lock-{split_name}", f"split {split_name} in {root}"))
+        for i in range(n):
+            d = root / ".shards" / split_name / f"done-{i}-of-{n}"
+            if not (d / "part.json").exists():
+                raise FileNotFoundError(f"shard {i}/{n} of {split_name} is not finished: {d} is missing; "
+                                        f"run `generate --shard {i}/{n}` with the same --out first")
+            locks.enter_context(output_lock(root / ".shards" / split_name / f".lock-{i}-of-{n}",
+                                            f"shard {i}/{n} of split {split_name} in {root}"))
+        return _merge(root, split_name, n)
+
+
+def _merge(root: Path, split_name: str, n: int) -> dict:
     parts = []
     for i in range(n):
         d = root / ".shards" / split_name / f"done-{i}-of-{n}"
-        if not (d / "part.json").exists():
-            raise FileNotFoundError(f"shard {i}/{n} of {split_name} is not finished: {d} is missing")
         parts.append((d, _read_part(d / "part.json")))
     spec = parts[0][1][0]
     for d, (other, _, _) in parts:
@@ -314,16 +363,17 @@ def merge_shards(root, split_name: str, n: int) -> dict:
             raise ValueError(f"{d / 'part.json'}: made with different settings from shard 0: "
                              f"{asdict(other)} vs {asdict(spec)}")
     staging = root / f".staging-{spec.name}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    (staging / "images").mkdir(parents=True)
-    results = []
-    for d, (_, chunks, part_results) in parts:
-        for f in (d / "images").iterdir():      # links, not moves: the shards stay whole
-            _link_or_copy(f, staging / "images" / f.name)
-        results += [tuple(r) for r in part_results]
-    scenes, questions, humans, rejected, phrasings = _assemble(spec, results)
-    _publish(root, spec, staging, scenes, questions, humans, rejected, phrasings)
+    with _removed_on_failure(staging), naming_disk_full(root):
+        if staging.exists():
+            shutil.rmtree(staging)
+        (staging / "images").mkdir(parents=True)
+        results = []
+        for d, (_, chunks, part_results) in parts:
+            for f in (d / "images").iterdir():      # links, not moves: the shards stay whole
+                _link_or_copy(f, staging / "images" / f.name)
+            results += [tuple(r) for r in part_results]
+        scenes, questions, humans, rejected, phrasings = _assemble(spec, results)
+        _publish(root, spec, staging, scenes, questions, humans, rejected, phrasings)
     shutil.rmtree(root / ".shards" / split_name)
     return {"split": spec.name, "images": len(scenes), "questions": len(questions)}
 
@@ -332,8 +382,9 @@ def _read_part(path: Path) -> tuple[SplitSpec, list, list]:
     try:
         payload = json.loads(path.read_text())
         return SplitSpec(**payload["spec"]), payload["chunks"], payload["results"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a readable shard record ({type(e).__name__}: {e})") from None
+    except (ValueError, KeyError, TypeError) as e:      # bad JSON or text, or a wrong record
+        raise ValueError(f"{path}: not a readable shard record ({type(e).__name__}: {e}); generate "
+                         f"that shard again") from None
 
 
 def _link_or_copy(src: Path, dst: Path):
