@@ -126,3 +126,10 @@ def output_lock(lock_file, what: str):
         with contextlib.suppress(FileNotFoundError):
             lock_file.unlink()          # while still holding the lock
         os.close(fd)
+
+
+def ignore_sigint() -> None:
+    """For worker processes (a ProcessPoolExecutor's initializer): leave Ctrl-C to the main
+    process, which cleans up."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

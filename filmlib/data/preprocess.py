@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -45,7 +44,7 @@ from filmlib.data.clevr import (
     question_type, questions_path,
 )
 from filmlib.data.vocab import UNK_IDX, Vocab, encode_tokens, tokenize
-from filmlib.io import disk_full_error, naming_disk_full, output_lock
+from filmlib.io import disk_full_error, ignore_sigint, naming_disk_full, output_lock
 
 FORMAT = "filmlib-hdf5-1"
 MANIFEST = "manifest.json"
@@ -239,7 +238,7 @@ def iter_image_batches(paths: list[Path], size, batch_size: int, workers: int = 
         for k, job in enumerate(jobs):
             yield k * batch_size, _load_batch(job)
         return
-    with ProcessPoolExecutor(workers, initializer=_ignore_sigint) as pool:
+    with ProcessPoolExecutor(workers, initializer=ignore_sigint) as pool:
         pending = [pool.submit(_load_batch, job) for job in jobs[:2 * workers]]
         for k in range(len(jobs)):
             batch = pending.pop(0).result()
@@ -247,10 +246,6 @@ def iter_image_batches(paths: list[Path], size, batch_size: int, workers: int = 
                 pending.append(pool.submit(_load_batch, jobs[k + len(pending) + 1]))
             yield k * batch_size, batch
 
-
-def _ignore_sigint():
-    """Worker processes leave Ctrl-C to the main process, which cleans up."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):

@@ -23,7 +23,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ..data import clevr
-from ..io import naming_disk_full, output_lock
+from ..io import ignore_sigint, naming_disk_full, output_lock
 from .questions import REJECTION_REASONS, QuestionEngine
 from .scene import make_scene
 from .text import CLEVR_LEXICON, PARAPHRASE_LEXICON
@@ -159,16 +158,12 @@ def _questions_job(args):
 RENDER_BATCH = 16   # images per rendering task: small, so any split keeps every worker busy
 
 
-def _ignore_sigint():
-    """Worker processes leave Ctrl-C to the main process, which stops them and cleans up."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
 
 def _run_chunks(spec: SplitSpec, chunks: list[int], image_dir: Path, workers: int, progress: bool):
     """Render the chunks' images (in batches), then question each chunk; results in chunk order."""
     indices = [i for c in chunks for i in spec.chunk_range(c)]
     batches = [indices[k:k + RENDER_BATCH] for k in range(0, len(indices), RENDER_BATCH)]
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint) if workers > 1 else None
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=ignore_sigint) if workers > 1 else None
     run = pool.map if pool else map
     try:
         scenes = {}
