@@ -83,6 +83,27 @@ def test_the_answer_depends_on_the_real_tokens_only():
         torch.testing.assert_close(model(visual, q), model(visual, longer))
 
 
+def test_question_lstm_state_equals_the_packed_sequences_final_state():
+    """The padded pass + gather at the last real token gives a packed sequence's final state,
+    values and gradients, for questions of many lengths."""
+    from filmlib.models.baselines import QuestionLSTM
+    from filmlib.models.generator import question_lengths
+    torch.manual_seed(1)
+    net = QuestionLSTM(baseline_preset("lstm", "cpu", 40, 7, "features")).double()
+    q = torch.randint(4, 40, (12, 25))
+    for i in range(12):
+        q[i, 2 + 2 * i:] = 0
+    lengths = question_lengths(q)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(net.embed(q), lengths, batch_first=True,
+                                                     enforce_sorted=False)
+    want = net.rnn(packed)[1][0][-1]
+    got = net(q)
+    torch.testing.assert_close(got, want)
+    g_want = torch.autograd.grad(want.sum(), net.rnn.weight_hh_l0)[0]
+    g_got = torch.autograd.grad(got.sum(), net.rnn.weight_hh_l0)[0]
+    torch.testing.assert_close(g_got, g_want)
+
+
 def test_stacked_attention_computes_the_formula():
     torch.manual_seed(0)
     hop = StackedAttention(4, 3)

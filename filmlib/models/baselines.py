@@ -160,11 +160,13 @@ class QuestionLSTM(nn.Module):
 
     def forward(self, questions: Tensor) -> Tensor:
         _check_questions(questions)
-        lengths = question_lengths(questions)
-        packed = nn.utils.rnn.pack_padded_sequence(self.embed(questions.long()), lengths.cpu(),
-                                                   batch_first=True, enforce_sorted=False)
-        _, (h, _) = self.rnn(packed)
-        return h[-1]                                           # (N, rnn_dim), original order
+        lengths = question_lengths(questions).clamp(min=1).to(questions.device)
+        # One pass over the padded batch, then each question's state at its last real token: the
+        # same numbers as a packed sequence's final state (the LSTM runs forward only, so trailing
+        # padding never reaches earlier steps), and on the CPU about twice as fast (oneDNN runs a
+        # packed batch step by step per length).
+        out, _ = self.rnn(self.embed(questions.long()))        # (N, T, rnn_dim): the last layer
+        return out[torch.arange(len(lengths), device=out.device), lengths - 1]
 
 
 def classifier(in_dim: int, cfg: BaselineConfig) -> nn.Sequential:
