@@ -98,6 +98,14 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _cuda_device(device: str) -> bool:
+    """Whether ``--device`` (already checked by ``_device``) trains on a GPU."""
+    if device == "auto":
+        import torch
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
+
+
 def _device(text: str) -> str:
     """auto | cpu | cuda | cuda:N, a GPU only if this machine has it."""
     if text in ("auto", "cpu"):
@@ -292,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--min-lr-ratio", type=_ratio, default=0.0, help="floor of the decay, as a fraction of --lr (0..1)")
     t.add_argument("--eval-every", type=_positive,
                    help="a curve point (val subset accuracy, curve.jsonl) and a checkpoint every N questions")
-    t.add_argument("--curve-samples", type=_positive, default=5000, help="val questions a curve point scores")
+    t.add_argument("--curve-samples", type=_positive,
+                   help="val questions a curve point scores (default 5000; needs --eval-every)")
     t.add_argument("--max-steps-per-epoch", type=_positive, help="cap steps per epoch (smoke runs)")
     t.add_argument("--val-samples", type=_positive, help="score only the first N val questions each epoch")
     t.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0..{MAX_SEED} (default 0)")
@@ -549,6 +558,11 @@ def _run(args) -> dict:
             raise UsageError(f"--schedule {args.schedule} needs --max-samples (where its decay ends)")
         if args.warmup and not args.schedule.startswith("warmup"):
             raise UsageError("--warmup needs a warm-up --schedule (warmup_constant, warmup_cosine, warmup_linear)")
+        if args.curve_samples and not args.eval_every:
+            raise UsageError("--curve-samples sizes the curve points of --eval-every: add --eval-every N")
+        if args.bf16 and not _cuda_device(args.device):
+            raise UsageError(f"--bf16 autocasts on a GPU only, and --device {args.device} trains on the CPU "
+                             f"here; drop --bf16")
         _need_data(args.data, ("train", "val"))
         _out_folder(args.out)
         optim = {k: v for k, v in (("lr", args.lr), ("weight_decay", args.weight_decay)) if v is not None}
@@ -559,7 +573,7 @@ def _run(args) -> dict:
                       progress=not args.quiet, max_samples=args.max_samples, schedule=args.schedule,
                       warmup_samples=args.warmup, min_lr_ratio=args.min_lr_ratio,
                       eval_every_samples=args.eval_every,
-                      curve_samples=args.curve_samples if args.eval_every else None,
+                      curve_samples=(args.curve_samples or 5000) if args.eval_every else None,
                       features=args.features, **optim)
         if args.schedule != "constant" and args.max_samples:
             common["schedule_samples"] = args.max_samples

@@ -117,6 +117,9 @@ def pretrain(cache_dir, root, out_dir, *, cfg: PerceptionConfig | None = None, e
     val_t = {k: v[:len(val_x)] for k, v in load_targets(root, "val", cfg.grid).items()}
     net = PerceptionNet(cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    if len(images) == 0:
+        raise DataFileError(f"{cache_dir}: the train split holds no images to pre-train on")
+    batch_size = min(batch_size, len(images))  # a tiny split trains on whole-split batches
     steps_per_epoch = len(images) // batch_size
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))

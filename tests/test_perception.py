@@ -123,6 +123,14 @@ def test_pretrain_scores_and_extracts(prepared, tmp_path):
     assert again["epochs"] == 3
 
 
+def test_pretrain_with_a_batch_larger_than_the_split_uses_the_whole_split(prepared, tmp_path):
+    cfg = PerceptionConfig(image_size=32, channels=8, stem_layers=2)
+    run = perception.pretrain(prepared / "h5", prepared / "raw", tmp_path / "p", cfg=cfg, epochs=2,
+                              batch_size=1000, threads=1, progress=False)      # 40 train images
+    assert run["batch_size"] == 40 and len(run["history"]) == 2
+    assert all(np.isfinite(h["train_loss"]) for h in run["history"])
+
+
 def test_pretrain_rejects_mismatched_scenes(prepared, tmp_path):
     with pytest.raises(DataFileError, match="expects"):
         perception.pretrain(prepared / "h5", prepared / "raw", tmp_path, cfg=PerceptionConfig(image_size=64),
