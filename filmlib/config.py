@@ -24,12 +24,13 @@ def repo_root() -> Path:
 
 
 def default_data_root(scale: str, source: str = "synth") -> Path:
-    """``data/synthclevr`` (cpu, paper), ``data/smoke/synthclevr`` (smoke), ``data/CLEVR_v1.0`` (real)."""
+    """``data/synthclevr`` (cpu, the default), ``data/<scale>/synthclevr`` (smoke, paper: their
+    own sizes, so one scale's data never overwrites another's), ``data/CLEVR_v1.0`` (real)."""
     if source == "clevr":
         return repo_root() / "data" / "CLEVR_v1.0"
-    if scale == "smoke":
-        return repo_root() / "data" / "smoke" / "synthclevr"
-    return repo_root() / "data" / "synthclevr"
+    if scale == "cpu":
+        return repo_root() / "data" / "synthclevr"
+    return repo_root() / "data" / scale / "synthclevr"
 
 
 def default_cache_dir(data_root: Path, image_size: int) -> Path:

@@ -6,7 +6,7 @@ hundreds of such tensors (a 64 x 128 x 112 x 112 activation is 411 MB), so each 
 maps, faults in and zeroes gigabytes of pages again. That time lands in whichever operator first
 touches the new memory: profiled on this project's 2-core machine, a ``fill_`` of StemConv2d's
 padding took 316 ms and the first batch norm 465 ms; with the memory kept, 25 ms and 122 ms,
-and the whole ``paper``/pixels step went from about 10.9 s to 9.5 s (see docs/measured.md).
+and the whole ``paper``/pixels step went from about 10.9 s to 9.5 s (see docs/performance.md).
 
 :func:`retain_freed_memory` asks glibc, through ``mallopt``, to serve large blocks from its heap
 (``M_MMAP_MAX = 0``) and never to trim freed memory back to the kernel (``M_TRIM_THRESHOLD =

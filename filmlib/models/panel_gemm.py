@@ -6,7 +6,7 @@ oneDNN and MKL read it and multiply one after the other, so a step costs about t
 stream the weight plus the time to compute. ``filmlib/csrc/panel_gemm.c`` packs the weight once
 per pass over the sequence (into 16-column panels in reading order) and prefetches the next
 piece of it while it multiplies the current one by every 6-row tile of the states, so the two
-overlap (see the C file's header, and docs/measured.md for the numbers).
+overlap (see the C file's header, and docs/performance.md for the numbers).
 
 The C file is compiled on first use with the system's C compiler (``cc -O3 -mavx2 -mfma -fopenmp``) into
 a cache directory (``$FILMLIB_CACHE``, else ``$XDG_CACHE_HOME/filmlib``, else
