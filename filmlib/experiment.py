@@ -345,6 +345,16 @@ def _budget_kwargs(film: dict, base: dict, kind: str) -> dict:
     return kw
 
 
+def film_questions_seen(results_dir, scale: str) -> int | None:
+    """How many questions notebook 02's FiLM run of a scale saw (``film_<scale>/metrics.json``,
+    written when the run is scored), or None before it is."""
+    path = Path(results_dir) / f"film_{scale}" / "metrics.json"
+    if not path.is_file():
+        return None
+    samples = json.loads(path.read_text()).get("samples")
+    return int(samples) if samples else None
+
+
 def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None, features: str | None = None,
                   seed: int = 0, models: list[str] | None = None, progress: bool = True) -> dict[str, dict]:
     """Train (or resume) and score each Table 1 baseline of a scale (``filmlib/scales/<scale>.yaml``,
@@ -352,7 +362,8 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
 
     With ``lr_grid`` in the section (the ``cpu`` scale), every trained model gets FiLM's question
     budget, batch and schedule (section ``film``) and its own peak learning rate, picked on val
-    from the grid by pilot runs (:func:`pick_lr`); with ``raw_pixels: true`` FiLM from raw pixels
+    from the grid by pilot runs (:func:`pick_lr`) — as many questions as FiLM's run of the scale
+    saw, when it has been scored (:func:`film_questions_seen`); with ``raw_pixels: true`` FiLM from raw pixels
     (FiLM's recipe with ``stem: pixels``, its lr, the budget ``raw_pixels_samples``) is trained
     into ``film_pixels_<scale>`` too (``models`` may name it ``film_pixels``). Without a grid,
     each model trains with its authors' optimiser under a time budget and early stopping. A
@@ -372,7 +383,9 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
                                     "time_limit_minutes": (cfg.get("minutes") or {}).get(kind)})
             train_film(data_dir, run, seed=seed, progress=progress, **kw)
         elif grid and kind != "qtype":
-            budget = film["max_samples"]
+            # the same number of questions as FiLM's run saw (its time guard may have stopped it
+            # before its budget); the schedule keeps FiLM's horizon (_budget_kwargs)
+            budget = min(film["max_samples"], film_questions_seen(results_dir, scale) or film["max_samples"])
 
             def train(out_dir, lr, max_samples, kind=kind):
                 return train_baseline(data_dir, out_dir, kind, preset_name=scale, stem=stem, features=features,

@@ -89,7 +89,7 @@ def test_question_lstm_state_equals_the_packed_sequences_final_state():
     from filmlib.models.baselines import QuestionLSTM
     from filmlib.models.generator import question_lengths
     torch.manual_seed(1)
-    net = QuestionLSTM(baseline_preset("lstm", "cpu", 40, 7, "features")).double()
+    net = QuestionLSTM(baseline_preset("lstm", "paper", 40, 7, "features")).double()   # 2 layers
     q = torch.randint(4, 40, (12, 25))
     for i in range(12):
         q[i, 2 + 2 * i:] = 0
@@ -350,3 +350,12 @@ def test_table1_runs_of_each_scale(tmp_path):
     assert runs["CNN+GRU+FiLM (raw pixels)"] == tmp_path / "film_pixels_cpu"
     paper = table1_runs(tmp_path, "paper")      # its FiLM reads raw pixels: that run is the row
     assert paper["CNN+GRU+FiLM (raw pixels)"] == tmp_path / "film_paper" and "CNN+GRU+FiLM" not in paper
+
+
+def test_baselines_get_as_many_questions_as_films_run_saw(tmp_path):
+    from filmlib.experiment import film_questions_seen
+    assert film_questions_seen(tmp_path, "cpu") is None            # FiLM's run not scored yet
+    (tmp_path / "film_cpu").mkdir()
+    (tmp_path / "film_cpu" / "metrics.json").write_text(json.dumps({"val_accuracy": 0.7, "samples": 3571584}))
+    assert film_questions_seen(tmp_path, "cpu") == 3571584
+    assert film_questions_seen(tmp_path, "smoke") is None           # another scale's run is not read
