@@ -374,6 +374,9 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
     if models is None and cfg.get("raw_pixels") and film["stem"] != "pixels":
         kinds.append("film_pixels")
     grid = cfg.get("lr_grid")
+    if grid:  # the same number of questions as FiLM's run saw (its time guard may have stopped it
+        # before its budget); the schedule keeps FiLM's horizon (_budget_kwargs)
+        budget = min(film["max_samples"], film_questions_seen(results_dir, scale) or film["max_samples"])
     out = {}
     for kind in kinds:
         run = Path(results_dir) / f"{kind}_{scale}"
@@ -383,9 +386,6 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
                                     "time_limit_minutes": (cfg.get("minutes") or {}).get(kind)})
             train_film(data_dir, run, seed=seed, progress=progress, **kw)
         elif grid and kind != "qtype":
-            # the same number of questions as FiLM's run saw (its time guard may have stopped it
-            # before its budget); the schedule keeps FiLM's horizon (_budget_kwargs)
-            budget = min(film["max_samples"], film_questions_seen(results_dir, scale) or film["max_samples"])
 
             def train(out_dir, lr, max_samples, kind=kind):
                 return train_baseline(data_dir, out_dir, kind, preset_name=scale, stem=stem, features=features,
