@@ -20,7 +20,7 @@ from .io import atomic_path, atomic_write_text
 from .evaluate import PAPER_TABLE1, accuracy_report, image_reliance, predict, table1_markdown, write_predictions
 from .models import FiLMConfig, FiLMModel, param_count, preset
 from .models.baselines import LABELS, BaselineConfig, QTypeBaseline, baseline_preset, build_baseline
-from .train import Trainer, TrainConfig, atomic_save, default_batch, load_checkpoint, resolve_device
+from .train import Trainer, TrainConfig, atomic_save, default_batch, load_checkpoint, resolve_device, seed_everything
 
 
 #: Features files a features stem can read, by name: ``<split>_<name>.h5`` in the data folder.
@@ -92,6 +92,7 @@ def train_film(data_dir, out_dir, *, preset_name: str = "cpu", stem: str | None 
     changes = dict(model_changes or {})
     if (stem or "") == "features" or (stem is None and preset(preset_name, 1, 1).stem == "features"):
         changes = {**feature_shape(data_dir, features), **changes}
+    seed_everything(train_kw.get("seed", 0))      # the initial weights: the same seed, the same model
     model = build_model(data_dir, preset_name, stem, ablation=ablation, **changes)
     stem = model.cfg.stem
     if init_stem is not None:
@@ -250,6 +251,7 @@ def train_baseline(data_dir, out_dir, kind: str, *, preset_name: str = "cpu", st
     changes = dict(model_changes or {})
     if stem == "features" and kind in ("cnn_lstm", "cnn_lstm_sa"):
         changes = {**feature_shape(data_dir, features), **changes}
+    seed_everything(train_kw.get("seed", 0))
     model = build_baseline_model(data_dir, kind, preset_name, stem, **changes)
     cfg_dict = model.cfg.to_dict()
     if kind == "qtype":
@@ -355,52 +357,150 @@ def film_questions_seen(results_dir, scale: str) -> int | None:
     return int(samples) if samples else None
 
 
+#: Table 1's trained rows, longest step per question first: the order runs are handed to lanes, so
+#: that the long ones start first and the lanes finish together (docs/performance.md)
+_LONGEST_FIRST = ("film_pixels", "cnn_lstm_sa", "cnn_lstm", "lstm")
+
+
 def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None, features: str | None = None,
-                  seed: int = 0, models: list[str] | None = None, progress: bool = True) -> dict[str, dict]:
+                  seed: int = 0, models: list[str] | None = None, progress: bool = True,
+                  lanes: int | None = None) -> dict[str, dict]:
     """Train (or resume) and score each Table 1 baseline of a scale (``filmlib/scales/<scale>.yaml``,
     section ``baselines``) into ``results_dir/<kind>_<scale>``; returns {row name: val metrics}.
 
     With ``lr_grid`` in the section (the ``cpu`` scale), every trained model gets FiLM's question
     budget, batch and schedule (section ``film``) and its own peak learning rate, picked on val
     from the grid by pilot runs (:func:`pick_lr`) — as many questions as FiLM's run of the scale
-    saw, when it has been scored (:func:`film_questions_seen`); with ``raw_pixels: true`` FiLM from raw pixels
-    (FiLM's recipe with ``stem: pixels``, its lr, the budget ``raw_pixels_samples``) is trained
-    into ``film_pixels_<scale>`` too (``models`` may name it ``film_pixels``). Without a grid,
-    each model trains with its authors' optimiser under a time budget and early stopping. A
-    finished run is kept; an interrupted one resumes."""
+    saw, when it has been scored (:func:`film_questions_seen`); with ``raw_pixels: true`` FiLM from
+    raw pixels (FiLM's recipe, lr and schedule with ``stem: pixels``; its budget
+    ``raw_pixels_samples``, by default the same questions) is trained into ``film_pixels_<scale>``
+    too (``models`` may name it ``film_pixels``). Without a grid, each model trains with its
+    authors' optimiser under a time budget and early stopping. A finished run is kept; an
+    interrupted one resumes.
+
+    ``lanes`` (default: the section's ``lanes``, else 1): how many runs train at once, each in its
+    own process with ``threads // lanes`` threads, longest first. On 2 cores two 1-thread runs do
+    about 1.3x the work of one 2-thread run (docs/performance.md). Runs are scored after all have
+    trained, in this process."""
     scale_cfg = load_scale(scale)
     cfg, film = scale_cfg["baselines"], scale_cfg["film"]
     kinds = list(models or cfg["models"])
     if models is None and cfg.get("raw_pixels") and film["stem"] != "pixels":
         kinds.append("film_pixels")
-    grid = cfg.get("lr_grid")
-    if grid:  # the same number of questions as FiLM's run saw (its time guard may have stopped it
-        # before its budget); the schedule keeps FiLM's horizon (_budget_kwargs)
-        budget = min(film["max_samples"], film_questions_seen(results_dir, scale) or film["max_samples"])
+    # the same number of questions as FiLM's run saw (its time guard may have stopped it before its
+    # budget); the schedule keeps FiLM's horizon
+    known = [n for n in (film.get("max_samples"), film_questions_seen(results_dir, scale)) if n]
+    budget = min(known) if known else None
+    trained = [k for k in kinds if k != "qtype"]
+    lanes = max(1, min(int(lanes or cfg.get("lanes") or 1), len(trained) or 1))
+    threads = cfg.get("threads")
+    job = dict(data_dir=str(data_dir), results_dir=str(results_dir), scale=scale, stem=stem, features=features,
+               seed=seed, budget=budget)
+    if "qtype" in kinds:
+        train_table1_row("qtype", **job, progress=progress, threads=threads)
+    if lanes == 1:
+        for kind in trained:
+            train_table1_row(kind, **job, progress=progress, threads=threads)
+    else:
+        order = sorted(trained, key=lambda k: _LONGEST_FIRST.index(k) if k in _LONGEST_FIRST else len(_LONGEST_FIRST))
+        run_in_lanes([(k, dict(job, kind=k, progress=False, threads=max(1, (threads or lanes) // lanes)))
+                      for k in order], lanes, progress=progress)
     out = {}
     for kind in kinds:
-        run = Path(results_dir) / f"{kind}_{scale}"
-        if kind == "film_pixels":
-            kw = film_train_kwargs({**film, "stem": "pixels", "features": None,
-                                    "max_samples": cfg.get("raw_pixels_samples") or film["max_samples"],
-                                    "time_limit_minutes": (cfg.get("minutes") or {}).get(kind)})
-            train_film(data_dir, run, seed=seed, progress=progress, **kw)
-        elif grid and kind != "qtype":
-
-            def train(out_dir, lr, max_samples, kind=kind):
-                return train_baseline(data_dir, out_dir, kind, preset_name=scale, stem=stem, features=features,
-                                      lr=lr, max_samples=max_samples, seed=seed, progress=progress,
-                                      **_budget_kwargs(film, cfg, kind))
-            pick_lr(train, run, grid, cfg["pilot_samples"], budget)
-        else:
-            train_baseline(data_dir, run, kind, preset_name=scale, stem=stem, features=features, epochs=cfg["epochs"],
-                           max_steps_per_epoch=cfg["max_steps_per_epoch"],
-                           time_limit_minutes=(cfg.get("minutes") or {}).get(kind),
-                           patience=cfg["patience"], threads=cfg["threads"], val_samples=cfg["val_samples"],
-                           seed=seed, progress=progress)
-        metrics = evaluate_run(run, data_dir, "val")
+        metrics = evaluate_run(Path(results_dir) / f"{kind}_{scale}", data_dir, "val")
         out[metrics["model"]] = metrics
     return out
+
+
+def train_table1_row(kind: str, data_dir, results_dir, scale: str, *, stem: str | None = None,
+                     features: str | None = None, seed: int = 0, budget: int | None = None,
+                     progress: bool = True, threads: int | None = None) -> dict:
+    """Train (or resume; Q-type: count) one row of a scale's Table 1 into ``results_dir/<kind>_<scale>``,
+    as :func:`run_baselines` does (``budget``: its question budget), without scoring it. Returns
+    the Trainer's summary."""
+    scale_cfg = load_scale(scale)
+    cfg, film = scale_cfg["baselines"], scale_cfg["film"]
+    grid = cfg.get("lr_grid")
+    budget = budget or film.get("max_samples")
+    run = Path(results_dir) / f"{kind}_{scale}"
+    guard = (cfg.get("minutes") or {}).get(kind)
+    if kind == "film_pixels":
+        kw = film_train_kwargs({**film, "stem": "pixels", "features": None, "threads": threads,
+                                "max_samples": cfg.get("raw_pixels_samples") or budget, "time_limit_minutes": guard})
+        if kw.get("schedule", "constant") != "constant":
+            kw["schedule_samples"] = film["max_samples"]          # FiLM's horizon, as its own run
+        return train_film(data_dir, run, seed=seed, progress=progress, **kw)
+    if grid and kind != "qtype":
+
+        def train(out_dir, lr, max_samples):
+            return train_baseline(data_dir, out_dir, kind, preset_name=scale, stem=stem, features=features,
+                                  lr=lr, max_samples=max_samples, seed=seed, progress=progress,
+                                  **{**_budget_kwargs(film, cfg, kind), "threads": threads})
+        return pick_lr(train, run, grid, cfg["pilot_samples"], budget)
+    return train_baseline(data_dir, run, kind, preset_name=scale, stem=stem, features=features,
+                          epochs=cfg["epochs"], max_steps_per_epoch=cfg["max_steps_per_epoch"],
+                          time_limit_minutes=guard, patience=cfg["patience"], threads=threads,
+                          val_samples=cfg["val_samples"], seed=seed, progress=progress)
+
+
+def _lane(name: str, kwargs: dict, report) -> None:
+    """A lane process's body: train one Table 1 row, then report (name, None) or (name, the error)."""
+    import traceback
+    try:
+        kind = kwargs.pop("kind")
+        train_table1_row(kind, **kwargs)
+    except BaseException as e:                 # noqa: BLE001 - reported to the parent, which raises
+        report.put((name, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+        raise SystemExit(1)
+    report.put((name, None))
+
+
+def run_in_lanes(jobs: list[tuple[str, dict]], lanes: int, *, progress: bool = True, poll: float = 2.0) -> None:
+    """Run ``train_table1_row(**kwargs)`` for each ``(name, kwargs)`` of ``jobs``, ``lanes`` at a
+    time, each in a fresh (spawned) process, in the order given. The first failure stops the others
+    (they resume from their last checkpoint next time) and is raised here with the child's
+    traceback; so does an interruption of this process (e.g. Ctrl-C in Jupyter), which terminates
+    the lanes before it propagates."""
+    import multiprocessing as mp
+    import queue as queue_module
+    ctx = mp.get_context("spawn")
+    report = ctx.Queue()
+    pending, running, failure = list(jobs), {}, None
+    started = time.time()
+    try:
+        while (pending and failure is None) or running:
+            while pending and failure is None and len(running) < lanes:
+                name, kwargs = pending.pop(0)
+                proc = ctx.Process(target=_lane, args=(name, kwargs, report), name=f"filmlib-lane-{name}")
+                proc.start()
+                running[name] = proc
+                if progress:
+                    print(f"[lanes] {name}: started ({len(running)} running)", flush=True)
+            try:
+                name, error = report.get(timeout=poll)
+            except queue_module.Empty:
+                for name, proc in list(running.items()):       # a lane that died without reporting
+                    if not proc.is_alive() and proc.exitcode != 0:
+                        proc.join()
+                        running.pop(name)
+                        failure = failure or f"{name}: its process exited with code {proc.exitcode}"
+                if failure is not None:
+                    break
+                continue
+            running.pop(name).join()
+            if error is not None:
+                failure = failure or f"{name}: {error}"
+                break
+            if progress:
+                print(f"[lanes] {name}: finished at {(time.time() - started) / 60:.1f} min", flush=True)
+    finally:
+        for proc in running.values():
+            proc.terminate()
+        for proc in running.values():
+            proc.join()
+        report.close()
+    if failure is not None:
+        raise RuntimeError(f"a Table 1 run failed in its lane: {failure}")
 
 
 @torch.no_grad()

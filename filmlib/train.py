@@ -111,7 +111,8 @@ def lr_factor(cfg: TrainConfig, samples: int) -> float:
     return floor + (1 - floor) * (1 - progress)
 
 
-def _seed_everything(seed: int):
+def seed_everything(seed: int):
+    """Seed Python's, NumPy's and torch's global generators (model initialisation draws from torch's)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -286,7 +287,7 @@ class Trainer:
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if cfg.batch_size % self.world:
             raise ValueError(f"batch_size {cfg.batch_size} does not split over {self.world} processes")
-        _seed_everything(cfg.seed)
+        seed_everything(cfg.seed)
         self.model = model.to(self.device)
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cpu"
         if self.channels_last:

@@ -359,3 +359,48 @@ def test_baselines_get_as_many_questions_as_films_run_saw(tmp_path):
     (tmp_path / "film_cpu" / "metrics.json").write_text(json.dumps({"val_accuracy": 0.7, "samples": 3571584}))
     assert film_questions_seen(tmp_path, "cpu") == 3571584
     assert film_questions_seen(tmp_path, "smoke") is None           # another scale's run is not read
+
+
+# -- lanes: two Table 1 runs at once, each in its own process ---------------------------------
+def _metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_runs_in_lanes_match_the_same_runs_one_after_the_other(data, tmp_path):
+    """Two spawned 1-thread processes train exactly what one process trains in turn (same seed,
+    same threads): the lanes change when runs happen, never what they compute."""
+    from filmlib.experiment import run_baselines
+    models = ["lstm", "cnn_lstm"]
+    serial = run_baselines(data, tmp_path / "serial", "smoke", models=models, progress=False, lanes=1)
+    lanes = run_baselines(data, tmp_path / "lanes", "smoke", models=models, progress=False, lanes=2)
+    assert list(serial) == list(lanes) == ["LSTM", "CNN+LSTM"]
+    for kind in models:
+        a, b = _metrics(tmp_path / "serial" / f"{kind}_smoke"), _metrics(tmp_path / "lanes" / f"{kind}_smoke")
+        assert a["samples"] == b["samples"] > 0 and a["val_accuracy"] == b["val_accuracy"]
+        grid_a = json.loads((tmp_path / "serial" / f"{kind}_smoke" / "lr_grid.json").read_text())
+        grid_b = json.loads((tmp_path / "lanes" / f"{kind}_smoke" / "lr_grid.json").read_text())
+        assert grid_a["chosen"] == grid_b["chosen"]
+        assert [p["val_accuracy"] for p in grid_a["pilots"].values()] == \
+               [p["val_accuracy"] for p in grid_b["pilots"].values()]
+        sa, sb = (torch.load(d / f"{kind}_smoke" / "last.pt", weights_only=True)["model"]
+                  for d in (tmp_path / "serial", tmp_path / "lanes"))
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_failing_lane_stops_the_lanes_with_its_error(data, tmp_path):
+    from filmlib.experiment import run_in_lanes
+    job = dict(data_dir=str(data), results_dir=str(tmp_path), scale="smoke", seed=0, budget=48,
+               progress=False, threads=1)
+    with pytest.raises(RuntimeError, match=r"mlp: ValueError: invalid BaselineConfig: kind='mlp'"):
+        run_in_lanes([("mlp", dict(job, kind="mlp")), ("lstm", dict(job, kind="lstm"))], 2, progress=False)
+    assert not (tmp_path / "mlp_smoke").exists()
+
+
+def test_the_same_seed_gives_the_same_run_whatever_ran_before(data, tmp_path):
+    """The initial weights come from the seed, not from what the process drew before."""
+    kw = dict(preset_name="smoke", max_samples=16, batch_size=8, epochs=1, threads=1, progress=False)
+    train_baseline(data, tmp_path / "a", "cnn_lstm", **kw)
+    torch.rand(1000)                                   # the global generator moves on
+    train_baseline(data, tmp_path / "b", "cnn_lstm", **kw)
+    a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True)["model"] for d in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -123,11 +123,14 @@ def baseline_preset(kind: str, scale: str, vocab_size: int, num_answers: int, st
     """``kind`` at a scale, with the visual input of FiLM's preset of that scale.
 
     - paper: the CLEVR paper's sizes (word vectors 300, LSTM 2x256, conv 512, attention 512, MLP 1024).
-    - cpu:   the question encoder narrowed as FiLM's cpu preset narrows its own (word vectors 128,
-             one LSTM layer of 256: FiLM's cpu GRU has 128-d embeddings and 256 units), so every
-             model reads the question through an encoder of the same size; the heads keep the
-             paper's sizes. On 2 cores the paper's encoder was most of each baseline's step
-             (docs/performance.md). FiLM's cpu visual input (80x80 pixels, or the 64x10x10 maps).
+    - cpu:   every part narrowed as FiLM's cpu preset narrows its own, so that all models of
+             Table 1 are sized alike: the question encoder (word vectors 128, one LSTM layer of
+             256: FiLM's cpu GRU has 128-d embeddings and 256 units) and the heads (FiLM's cpu
+             classifier is a 1x1 conv of 256 and an MLP of 256, the paper's 512 and 1024: so
+             CNN+LSTM's conv is 256, the attention dim 256, every MLP 256). At the paper's head
+             sizes CNN+LSTM had 14M parameters (its MLP over 512 x 5 x 5 pooled maps), most of its
+             step on 2 cores and a checkpoint of 170 MB (docs/performance.md). FiLM's cpu visual
+             input (80x80 pixels, or the 64x10x10 maps).
     - smoke: tiny widths; plumbing only.
     """
     if scale not in PRESETS:
@@ -138,7 +141,9 @@ def baseline_preset(kind: str, scale: str, vocab_size: int, num_answers: int, st
                          stem_layers=film.stem_layers, channels=film.channels,
                          feature_channels=film.feature_channels, feature_size=film.feature_size)
     if scale == "cpu":
-        cfg = cfg.variant(wordvec_dim=film.embed_dim, rnn_dim=film.rnn_dim, rnn_layers=1)
+        cfg = cfg.variant(wordvec_dim=film.embed_dim, rnn_dim=film.rnn_dim, rnn_layers=1,
+                          proj_dim=film.classifier_channels, attn_dim=film.classifier_channels,
+                          fc_dim=film.classifier_hidden)
     if scale == "smoke":
         cfg = cfg.variant(wordvec_dim=16, rnn_dim=16, rnn_layers=2, proj_dim=16, attn_dim=16, fc_dim=32)
     return cfg
