@@ -404,3 +404,18 @@ def test_the_same_seed_gives_the_same_run_whatever_ran_before(data, tmp_path):
     train_baseline(data, tmp_path / "b", "cnn_lstm", **kw)
     a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True)["model"] for d in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_raw_pixels_row_gets_films_questions_and_films_schedule(data, tmp_path):
+    """FiLM from raw pixels: as many questions as FiLM's scored run saw, on FiLM's schedule horizon."""
+    from filmlib.config import load_scale
+    from filmlib.experiment import run_baselines
+    (tmp_path / "film_smoke").mkdir()
+    (tmp_path / "film_smoke" / "metrics.json").write_text(json.dumps({"val_accuracy": 0.5, "samples": 64}))
+    out = run_baselines(data, tmp_path, "smoke", models=["film_pixels"], progress=False)
+    assert list(out) == ["CNN+GRU+FiLM (raw pixels)"]
+    _, ckpt = load_run(tmp_path / "film_pixels_smoke", "last")
+    film = load_scale("smoke")["film"]
+    assert ckpt["samples"] == 64 < film["max_samples"]
+    assert ckpt["train_config"]["schedule_samples"] == film["max_samples"]
+    assert ckpt["train_config"]["lr"] == film["lr"] and ckpt["model_config"]["stem"] == "pixels"
