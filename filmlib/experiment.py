@@ -381,7 +381,8 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
     ``lanes`` (default: the section's ``lanes``, else 1): how many runs train at once, each in its
     own process with ``threads // lanes`` threads, longest first. On 2 cores two 1-thread runs do
     about 1.3x the work of one 2-thread run (docs/performance.md). Runs are scored after all have
-    trained, in this process."""
+    trained, in this process (so a failure leaves the finished ones unscored until the next call,
+    which keeps them and scores them)."""
     scale_cfg = load_scale(scale)
     cfg, film = scale_cfg["baselines"], scale_cfg["film"]
     kinds = list(models or cfg["models"])
@@ -443,61 +444,90 @@ def train_table1_row(kind: str, data_dir, results_dir, scale: str, *, stem: str 
                           val_samples=cfg["val_samples"], seed=seed, progress=progress)
 
 
-def _lane(name: str, kwargs: dict, report) -> None:
-    """A lane process's body: train one Table 1 row, then report (name, None) or (name, the error)."""
+def _lane(name: str, kwargs: dict, report, target=None) -> None:
+    """A lane process's body: ``target(**kwargs)`` (default: train the Table 1 row ``kwargs["kind"]``),
+    then report (name, None) or (name, the error). A lane never outlives the process that started
+    it: a watcher thread exits it when that process ends (killed, say, without the chance to
+    terminate its lanes)."""
+    import multiprocessing as mp
+    import os
+    import threading
     import traceback
+    parent = mp.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
     try:
-        kind = kwargs.pop("kind")
-        train_table1_row(kind, **kwargs)
+        if target is None:
+            kind = kwargs.pop("kind")
+            train_table1_row(kind, **kwargs)
+        else:
+            target(**kwargs)
     except BaseException as e:                 # noqa: BLE001 - reported to the parent, which raises
         report.put((name, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
         raise SystemExit(1)
     report.put((name, None))
 
 
-def run_in_lanes(jobs: list[tuple[str, dict]], lanes: int, *, progress: bool = True, poll: float = 2.0) -> None:
+def run_in_lanes(jobs: list[tuple[str, dict]], lanes: int, *, progress: bool = True, poll: float = 2.0,
+                 target=None) -> None:
     """Run ``train_table1_row(**kwargs)`` for each ``(name, kwargs)`` of ``jobs``, ``lanes`` at a
-    time, each in a fresh (spawned) process, in the order given. The first failure stops the others
+    time, each in a fresh (spawned) process, in the order given (``target``: another function to
+    run, importable by the spawned processes). The first failure stops the others
     (they resume from their last checkpoint next time) and is raised here with the child's
     traceback; so does an interruption of this process (e.g. Ctrl-C in Jupyter), which terminates
     the lanes before it propagates."""
     import multiprocessing as mp
     import queue as queue_module
+    names = [name for name, _ in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run_in_lanes: job names must be distinct; got {names}")
     ctx = mp.get_context("spawn")
     report = ctx.Queue()
     pending, running, failure = list(jobs), {}, None
     started = time.time()
+
+    def take(name, error):
+        nonlocal failure
+        running.pop(name).join()
+        if error is not None:
+            failure = failure or f"{name}: {error}"
+        elif progress:
+            print(f"[lanes] {name}: finished at {(time.time() - started) / 60:.1f} min", flush=True)
+
     try:
         while (pending and failure is None) or running:
             while pending and failure is None and len(running) < lanes:
                 name, kwargs = pending.pop(0)
-                proc = ctx.Process(target=_lane, args=(name, kwargs, report), name=f"filmlib-lane-{name}")
+                proc = running[name] = ctx.Process(target=_lane, args=(name, kwargs, report, target),
+                                                   name=f"filmlib-lane-{name}")
                 proc.start()
-                running[name] = proc
                 if progress:
                     print(f"[lanes] {name}: started ({len(running)} running)", flush=True)
             try:
-                name, error = report.get(timeout=poll)
+                take(*report.get(timeout=poll))
             except queue_module.Empty:
-                for name, proc in list(running.items()):       # a lane that died without reporting
-                    if not proc.is_alive() and proc.exitcode != 0:
-                        proc.join()
-                        running.pop(name)
-                        failure = failure or f"{name}: its process exited with code {proc.exitcode}"
-                if failure is not None:
-                    break
-                continue
-            running.pop(name).join()
-            if error is not None:
-                failure = failure or f"{name}: {error}"
+                dead = [n for n, p in running.items() if not p.is_alive() and p.exitcode != 0]
+                if dead:
+                    # a report may still be on its way: read what is there before blaming the exit code
+                    try:
+                        while True:
+                            take(*report.get(timeout=0.5))
+                    except queue_module.Empty:
+                        pass
+                    for name in dead:
+                        if name in running:                    # died without reporting (a signal, say)
+                            code = running[name].exitcode
+                            running.pop(name).join()
+                            failure = failure or f"{name}: its process exited with code {code}"
+            if failure is not None:
                 break
-            if progress:
-                print(f"[lanes] {name}: finished at {(time.time() - started) / 60:.1f} min", flush=True)
     finally:
         for proc in running.values():
-            proc.terminate()
+            if proc.pid is not None:
+                proc.terminate()
         for proc in running.values():
-            proc.join()
+            if proc.pid is not None:
+                proc.join()
         report.close()
     if failure is not None:
         raise RuntimeError(f"a Table 1 run failed in its lane: {failure}")

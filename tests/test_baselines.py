@@ -419,3 +419,60 @@ def test_raw_pixels_row_gets_films_questions_and_films_schedule(data, tmp_path):
     assert ckpt["samples"] == 64 < film["max_samples"]
     assert ckpt["train_config"]["schedule_samples"] == film["max_samples"]
     assert ckpt["train_config"]["lr"] == film["lr"] and ckpt["model_config"]["stem"] == "pixels"
+
+
+# the lanes end with the process that started them, however it ends
+_LANE_HELPERS = '''
+import os, time
+from pathlib import Path
+
+def sleep_lane(seconds, marker):
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+'''
+_LANE_PARENT = '''
+import sys
+sys.path.insert(0, {folder!r})
+from filmlib.experiment import run_in_lanes
+from lane_helpers import sleep_lane
+if __name__ == "__main__":
+    run_in_lanes([("a", dict(seconds=600, marker={marker!r}))], 1, progress=False, target=sleep_lane)
+'''
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("how", ["interrupted", "killed"])
+def test_lanes_end_with_the_process_that_started_them(how, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    (tmp_path / "lane_helpers.py").write_text(_LANE_HELPERS)
+    marker = tmp_path / "lane.pid"
+    script = tmp_path / "parent.py"
+    script.write_text(_LANE_PARENT.format(folder=str(tmp_path), marker=str(marker)))
+    parent = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while not marker.exists() and parent.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), parent.communicate(timeout=30)[1].decode()[-2000:]
+    lane = int(marker.read_text())
+    assert not _gone(lane)
+    if how == "interrupted":      # Ctrl-C: the parent terminates its lanes, then stops
+        parent.send_signal(signal.SIGINT)
+        assert parent.wait(timeout=60) != 0
+        assert b"KeyboardInterrupt" in parent.stderr.read()
+    else:                         # SIGKILL: no chance to clean up; the lane's watcher ends it
+        parent.kill()
+        parent.wait(timeout=60)
+    deadline = time.time() + 60
+    while not _gone(lane) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _gone(lane), f"lane {lane} outlived its parent ({how})"
