@@ -510,7 +510,10 @@ def test_ctrl_c_during_generate_exits_130_and_removes_the_staging_folder(tmp_pat
     p = subprocess.Popen([sys.executable, "-m", "filmlib", "generate", "--out", str(out), "--split", "train",
                           "--images", "5000", "--width", "160", "--height", "120", "--workers", "2", "--quiet"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                         start_new_session=True)
+                         start_new_session=True,
+                         # as from a terminal: a shell without job control starts background jobs
+                         # (e.g. `make test &`) with SIGINT ignored, and Python keeps it so
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(lambda: staged_images(out, "train"), p)
         os.killpg(p.pid, signal.SIGINT)             # as a terminal's Ctrl-C: the whole group
