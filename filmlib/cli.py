@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
 AFTER_INTERRUPT = {
     "generate": "the unfinished split was removed; run the same command again to start it over",
     "merge": "the unfinished split was removed and the shards kept; run the same command again",
-    "preprocess": "finished files are kept, unfinished ones removed; run the same command again to go on",
+    "preprocess": "finished files are kept, and an unfinished image or feature file is kept to continue from; run the same command again to go on",
     "train": "run the same command again to resume from the last checkpoint (last.pt)",
     "study": "run the same command again to resume from the last checkpoint",
     "download": "what was received is kept (<archive>.part); run the same command again to continue",

@@ -7,6 +7,7 @@ half-written where the command writes. The simple kinds run a few at a time (eac
 importing torch). Then Ctrl-C, two concurrent writers and a full disk, one test each.
 """
 import errno
+import json
 import os
 import shutil
 import signal
@@ -603,7 +604,7 @@ def test_disk_full_during_preprocess_names_the_file(ctx, tmp_path, monkeypatch, 
     assert "train_images.h5" not in left and not [n for n in left if n.endswith(".tmp") or "lock" in n], left
 
 
-def test_ctrl_c_during_preprocess_leaves_no_temporary_file(ctx, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_during_preprocess_keeps_finished_files_and_continues(ctx, tmp_path, monkeypatch, capsys):
     from filmlib.data import preprocess as pre
     real = pre.iter_image_batches
 
@@ -617,4 +618,11 @@ def test_ctrl_c_during_preprocess_leaves_no_temporary_file(ctx, tmp_path, monkey
                      "--quiet"]) == 130
     assert_one_line(capsys.readouterr().err, "interrupted")
     left = sorted(p.name for p in out.iterdir())
-    assert left == ["manifest.json", "train_questions.h5", "vocab.json"], left   # finished files only
+    # finished files, and the unfinished images file under a hidden name, never taken for the output
+    assert left == [".train_images.h5.partial", "manifest.json", "train_questions.h5", "vocab.json"], left
+    monkeypatch.setattr(pre, "iter_image_batches", real)
+    assert cli.main(["preprocess", "--root", str(ctx["raw"]), "--out", str(out), "--splits", "train",
+                     "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["train_images.h5"]["resumed_from"] > 0 and report["train_questions.h5"]["skipped"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "train_images.h5", "train_questions.h5", "vocab.json"]

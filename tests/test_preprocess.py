@@ -2,6 +2,8 @@
 import json
 import os
 
+import shutil
+
 import h5py
 import numpy as np
 import pytest
@@ -126,7 +128,18 @@ def test_images_failure_is_atomic(root, tmp_path):
     with pytest.raises(DataFileError, match="broken.png"):
         preprocess_images(paths[:3] + [broken] + paths[3:], out, size=SIZE, batch_size=2)
     assert out.read_bytes() == b"previous"                           # old file untouched
-    assert listing(out.parent) == ["images.h5"]                       # no temporary left
+    # what was written is kept under a hidden name, never taken for the output...
+    assert listing(out.parent) == [".images.h5.partial", "images.h5"]
+    # ... and once the image is fixed, the next run continues after the last full batch
+    shutil.copyfile(paths[0], broken)
+    summary = preprocess_images(paths[:3] + [broken] + paths[3:], out, size=SIZE, batch_size=2)
+    assert summary["resumed_from"] == 2 and listing(out.parent) == ["images.h5"]
+    with h5py.File(out) as f:
+        images = f["images"][()]
+    fresh = preprocess_images(paths[:3] + [broken] + paths[3:], tmp_path / "fresh.h5", size=SIZE, batch_size=2)
+    assert fresh["resumed_from"] == 0
+    with h5py.File(tmp_path / "fresh.h5") as f:
+        np.testing.assert_array_equal(f["images"][()], images)
 
 
 def test_image_folder_with_a_gap(root, tmp_path):
@@ -183,6 +196,47 @@ def test_extract_features_matches_truncated_resnet101(root, tmp_path):
     with pytest.raises(DataFileError, match="not found"):
         extract_features(paths, tmp_path / "x.h5", weights=tmp_path / "missing.pt")
     assert not (tmp_path / "x.h5").exists()
+
+
+_KILLABLE = """
+import sys, time
+from filmlib.data import features as F
+real = F.iter_image_batches
+def announced(*args, **kwargs):
+    for item in real(*args, **kwargs):
+        yield item
+        print("wrote", item[0], flush=True)     # the consumer has written (and flushed) that batch
+        time.sleep(0.5)
+F.iter_image_batches = announced
+F.extract_features(sys.argv[1], sys.argv[2], split="train", stage=1, image_size=(32, 32), batch_size=1,
+                   dtype="float16")
+"""
+
+
+def test_features_killed_mid_run_continue_from_the_last_written_batch(root, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    out = tmp_path / "features.h5"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(root), str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert all(line.startswith("wrote") for line in lines), lines
+        proc.send_signal(signal.SIGKILL)          # no cleanup of any kind
+    finally:
+        proc.wait(timeout=60)
+        proc.stdout.close()
+    assert not out.exists() and (tmp_path / ".features.h5.partial").exists()
+    summary = extract_features(root, out, split="train", stage=1, image_size=(32, 32), batch_size=1,
+                               dtype="float16")
+    assert 2 <= summary["resumed_from"] < 6
+    assert not (tmp_path / ".features.h5.partial").exists()
+    fresh = extract_features(root, tmp_path / "fresh.h5", split="train", stage=1, image_size=(32, 32),
+                             batch_size=1, dtype="float16")
+    assert fresh["resumed_from"] == 0
+    with h5py.File(out) as a, h5py.File(tmp_path / "fresh.h5") as b:
+        np.testing.assert_array_equal(a["features"][()], b["features"][()])
+        assert a["features"].chunks == (1, 256, 8, 8) and "rows_done" not in a.attrs
 
 
 def test_preprocess_root_layout_and_skipping(root, tmp_path):

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from filmlib.data.preprocess import (
-    FORMAT, DataFileError, _image_list, _progress_bar, atomic_h5, iter_image_batches,
+    FORMAT, DataFileError, _image_list, _progress_bar, iter_image_batches, resumable_h5,
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -92,7 +92,9 @@ def extract_features(images, out_h5, *, split: str | None = None, weights=None,
     ``images``: a list of image paths (row i = ``images[i]``) or a CLEVR root's split, as
     ``(root, split)`` or ``images=root, split=split``.
     ``model`` overrides ``weights``/``seed``/``stage``. ``dtype="float16"`` halves the file.
-    Memory holds a few batches at a time.
+    Memory holds a few batches at a time, whatever the number of images (HDF5 chunks of one
+    image each). A killed or interrupted run continues from its last written batch when called
+    again with the same arguments (:func:`~filmlib.data.preprocess.resumable_h5`).
     """
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be float32 or float16, not {dtype!r}")
@@ -101,23 +103,33 @@ def extract_features(images, out_h5, *, split: str | None = None, weights=None,
     net = (model if model is not None else build_feature_extractor(weights, stage=stage,
                                                                      seed=seed)).to(device).eval()
     np_dtype = np.dtype(dtype)
-    with (atomic_h5(out_h5) as f,
+    what = (f"resnet101.layer{stage}" if model is None else type(model).__name__)
+    weights_id = (str(Path(weights).resolve()) if weights else f"random(seed={seed})") if model is None else None
+    key = {"what": "features", "source": [str(paths[0].parent.resolve()), len(paths)], "model": what,
+           "weights": weights_id, "image_size": list(image_size), "dtype": dtype, "batch_size": batch_size}
+    with (resumable_h5(out_h5, key) as f,
           _progress_bar(len(paths), f"features {split or ''}", progress) as bar):
-        ds = None
-        for start, batch in iter_image_batches(paths, image_size, batch_size, workers):
+        done = int(f.attrs["rows_done"])
+        ds = f["features"] if "features" in f else None
+        if bar is not None:
+            bar.update(done)
+        for start, batch in iter_image_batches(paths[done:], image_size, batch_size, workers):
+            start += done
             x = normalize_images(torch.from_numpy(batch)).to(device)
             y = net(x).float().cpu().numpy()                     # (B, C, h, w)
             if ds is None:
                 ds = f.create_dataset("features", (len(paths), *y.shape[1:]), np_dtype,
                                       chunks=(1, *y.shape[1:]))
             ds[start:start + len(y)] = y.astype(np_dtype, copy=False)
+            f.attrs["rows_done"] = start + len(y)
+            f.flush()
             if bar is not None:
                 bar.update(len(y))
         f.attrs["format"] = FORMAT
         f.attrs["image_size"] = tuple(image_size)
-        f.attrs["model"] = f"resnet101.layer{stage}" if model is None else type(model).__name__
+        f.attrs["model"] = what
         if model is None:
-            f.attrs["weights"] = str(Path(weights).resolve()) if weights else f"random(seed={seed})"
+            f.attrs["weights"] = weights_id
         f.attrs["source"] = str(paths[0].parent.resolve())
         shape = list(ds.shape)
-    return {"path": str(out_h5), "images": len(paths), "shape": shape, "dtype": dtype}
+    return {"path": str(out_h5), "images": len(paths), "shape": shape, "dtype": dtype, "resumed_from": done}

@@ -85,6 +85,49 @@ def atomic_h5(path):
         raise
 
 
+@contextlib.contextmanager
+def resumable_h5(path, key: dict):
+    """An ``h5py.File`` for a long, row-by-row output that survives being killed.
+
+    It is written at ``.<name>.partial`` beside ``path``, which is kept when the block fails or
+    is interrupted (Ctrl-C, a full disk, a SIGKILL); the next call with the same ``key`` reopens
+    it and the caller continues after ``f.attrs["rows_done"]`` (advance it, then ``f.flush()``,
+    after each batch it writes). A partial file made with another key, or one the kill left
+    unreadable, is discarded. On success the file is renamed to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    signature = _json_attr(key)
+    f = None
+    if partial.exists():
+        try:
+            f = h5py.File(partial, "a")
+            if f.attrs.get("resume_key") != signature or "rows_done" not in f.attrs:
+                f.close()
+                f = None
+        except (OSError, KeyError):
+            f = None
+        if f is None:
+            partial.unlink()
+    if f is None:
+        f = h5py.File(partial, "w")
+        f.attrs["resume_key"] = signature
+        f.attrs["rows_done"] = 0
+        f.flush()
+    try:
+        yield f
+    except BaseException as e:
+        f.close()                                    # kept: the next run continues from it
+        full = disk_full_error(e, path)
+        if full is not None:
+            raise full from e
+        raise
+    del f.attrs["resume_key"], f.attrs["rows_done"]
+    f.close()
+    default_permissions(partial)
+    os.replace(partial, path)
+
+
 def _pad(rows: list[list[int]], dtype=np.int32) -> np.ndarray:
     out = np.zeros((len(rows), max(map(len, rows), default=0)), dtype)
     for i, row in enumerate(rows):
@@ -260,23 +303,33 @@ def preprocess_images(images, out_h5, *, split: str | None = None, size=(64, 64)
     """Resize images into ``out_h5``: ``images`` uint8 [N, 3, H, W], row i = image index i.
 
     ``images`` is a list of paths (row i = ``images[i]``), or a CLEVR root whose
-    ``images/<split>/`` is read: ``(root, split)`` or ``images=root, split=split``. ``size`` is (H, W). Memory holds at most ``2 * workers + 1``
-    batches; ``workers > 1`` decodes and resizes in that many processes.
+    ``images/<split>/`` is read: ``(root, split)`` or ``images=root, split=split``. ``size`` is
+    (H, W). Memory holds at most ``2 * workers + 1`` batches; ``workers > 1`` decodes and
+    resizes in that many processes. A killed or interrupted run continues from its last written
+    batch when called again with the same arguments (:func:`resumable_h5`).
     """
     paths = _image_list(images, split)
     h, w = (int(s) for s in size)
-    with (atomic_h5(out_h5) as f,
+    key = {"what": "images", "source": [str(paths[0].parent.resolve()), len(paths)],
+           "size": [h, w], "batch_size": batch_size}
+    with (resumable_h5(out_h5, key) as f,
           _progress_bar(len(paths), f"images {split or ''}", progress) as bar):
-        ds = f.create_dataset("images", (len(paths), 3, h, w), np.uint8, chunks=(1, 3, h, w))
-        for start, batch in iter_image_batches(paths, (h, w), batch_size, workers):
-            ds[start:start + len(batch)] = batch
+        done = int(f.attrs["rows_done"])
+        ds = f["images"] if "images" in f else f.create_dataset(
+            "images", (len(paths), 3, h, w), np.uint8, chunks=(1, 3, h, w))
+        if bar is not None:
+            bar.update(done)
+        for start, batch in iter_image_batches(paths[done:], (h, w), batch_size, workers):
+            ds[done + start:done + start + len(batch)] = batch
+            f.attrs["rows_done"] = done + start + len(batch)
+            f.flush()
             if bar is not None:
                 bar.update(len(batch))
         f.attrs["format"] = FORMAT
         f.attrs["size"] = (h, w)
         f.attrs["resample"] = "bicubic"
         f.attrs["source"] = str(paths[0].parent.resolve())
-    return {"path": str(out_h5), "images": len(paths), "size": (h, w)}
+    return {"path": str(out_h5), "images": len(paths), "size": (h, w), "resumed_from": done}
 
 
 # --- a whole root -------------------------------------------------------------------------
