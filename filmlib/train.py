@@ -406,7 +406,7 @@ class Trainer:
         budget = None if limit is None else 60 * limit - self.train_seconds   # seconds left
         every = cfg.eval_every_samples
         next_eval = None if every is None else (self.samples // every + 1) * every
-        window = {"correct": 0, "seen": 0}       # train accuracy since the last curve point
+        window = {"correct": 0, "seen": 0, "loss_sum": 0.0}   # train accuracy, loss since the last curve point
         t0, paused, partial = time.perf_counter(), 0.0, False
         for i, batch in enumerate(loader, start=skip):
             if i >= total:
@@ -438,11 +438,13 @@ class Trainer:
             n = answers.numel()
             self.samples += n * self.world
             seen += n
-            loss_sum += loss.item() * n
+            value = loss.item()
+            loss_sum += value * n
             hits = (logits.argmax(1) == answers).sum().item()
             correct += hits
             window["correct"] += hits
             window["seen"] += n
+            window["loss_sum"] += value * n
             bar.update(1)
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
@@ -451,7 +453,7 @@ class Trainer:
                 self.epoch_batches = i + 1
                 self.epoch_partial = {"correct": correct, "loss_sum": loss_sum, "seen": seen}
                 self._curve_point(self.train_seconds + (t_eval - t0 - paused), window)
-                window = {"correct": 0, "seen": 0}
+                window = {"correct": 0, "seen": 0, "loss_sum": 0.0}
                 next_eval = (self.samples // every + 1) * every
                 self._net.train()
                 paused += time.perf_counter() - t_eval
@@ -473,6 +475,7 @@ class Trainer:
         point = {"samples": self.samples, "step": self.step, "epoch": self.epoch + 1,
                  "train_minutes": round(train_seconds / 60, 3), "val_accuracy": acc,
                  "train_accuracy": window["correct"] / max(window["seen"], 1),
+                 "train_loss": window["loss_sum"] / max(window["seen"], 1),
                  "lr": self._current_lr()}
         self.curve.append(point)
         if self.is_main:

@@ -151,6 +151,7 @@ def test_question_budget_and_curve_points(scheduled_reference):
     curve = [json.loads(x) for x in (scheduled_reference / "curve.jsonl").read_text().splitlines()]
     assert [p["samples"] for p in curve] == [40 * k for k in range(1, 9)]
     assert all(0 <= p["val_accuracy"] <= 1 and p["train_minutes"] >= 0 for p in curve)
+    assert all(0 < p["train_loss"] < 10 for p in curve)      # mean loss of the questions since the last point
     lrs = [p["lr"] for p in curve]
     assert lrs[0] < lrs[1] and lrs[1] > lrs[-1]                   # warm-up, then decay
     rows = [json.loads(x) for x in (scheduled_reference / "metrics.jsonl").read_text().splitlines()]
