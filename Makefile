@@ -6,6 +6,12 @@ PY     := $(VENV)/bin/python
 SCALE  ?= cpu
 SOURCE ?= synth
 WORKERS ?= 2
+DEVICE ?= auto
+# where the dataset is (default: the notebooks' own, data/synthclevr or data/CLEVR_v1.0) and where
+# results go (default results/; with SOURCE=clevr results/clevr/, so real-data runs never
+# overwrite SynthCLEVR's)
+DATA_ROOT ?=
+RESULTS ?= $(if $(filter clevr,$(SOURCE)),results/clevr,results)
 SCALES  := smoke cpu paper
 SOURCES := synth clevr
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
@@ -40,40 +46,44 @@ nbval: setup
 	done
 	$(PY) -m pytest -q --nbval-lax -p no:cacheprovider $(TESTRUN)/notebooks
 
-## the main job: every notebook on SynthCLEVR (SOURCE=clevr: a downloaded CLEVR) at $(SCALE)
-## (default cpu). Each executed copy goes to results/<notebook>_$(SCALE).ipynb, written under a
-## temporary name and moved into place only on success (a failed run leaves the last good copy and
-## results/<notebook>_$(SCALE).failed.ipynb beside it). Wall times: results/reproduce_times_$(SCALE).md
-TIMES := results/reproduce_times_$(SCALE).md
+## the main job: every notebook on SynthCLEVR (SOURCE=clevr: the real CLEVR, downloaded by notebook
+## 00 if missing) at $(SCALE) (default cpu), on DEVICE (default auto: a GPU if torch sees one).
+## Each executed copy goes to $(RESULTS)/<notebook>_$(SCALE).ipynb, written under a temporary name
+## and moved into place only on success (a failed run leaves the last good copy and
+## $(RESULTS)/<notebook>_$(SCALE).failed.ipynb beside it). Wall times: $(RESULTS)/reproduce_times_$(SCALE).md
+TIMES := $(RESULTS)/reproduce_times_$(SCALE).md
+PM_PARAMS = -p scale $(SCALE) -p source $(SOURCE) -p workers $(WORKERS) -p device $(DEVICE) \
+  $(if $(DATA_ROOT),-p data_root $(abspath $(DATA_ROOT))) \
+  $(if $(filter-out results,$(RESULTS)),-p results_dir $(abspath $(RESULTS)))
 reproduce: check-params setup
-	mkdir -p results
+	mkdir -p $(RESULTS)
 	printf '| notebook | wall time (s) |\n|---|---|\n' > $(TIMES).tmp
 	for nb in $(NOTEBOOKS); do \
-	  name=$$(basename $$nb .ipynb)_$(SCALE); tmp=results/.$$name.running.ipynb; \
+	  name=$$(basename $$nb .ipynb)_$(SCALE); tmp=$(RESULTS)/.$$name.running.ipynb; \
 	  start=$$(date +%s); \
-	  if $(PY) -m papermill --log-level WARNING --cwd notebooks $$nb $$tmp \
-	      -p scale $(SCALE) -p source $(SOURCE) -p workers $(WORKERS); then \
-	    mv $$tmp results/$$name.ipynb; rm -f results/$$name.failed.ipynb; \
+	  if $(PY) -m papermill --log-level WARNING --cwd notebooks $$nb $$tmp $(PM_PARAMS); then \
+	    mv $$tmp $(RESULTS)/$$name.ipynb; rm -f $(RESULTS)/$$name.failed.ipynb; \
 	  else \
-	    if [ -f $$tmp ]; then mv $$tmp results/$$name.failed.ipynb; fi; rm -f $(TIMES).tmp; \
-	    echo "error: $$nb failed at scale $(SCALE); its executed copy is results/$$name.failed.ipynb" >&2; \
+	    if [ -f $$tmp ]; then mv $$tmp $(RESULTS)/$$name.failed.ipynb; fi; rm -f $(TIMES).tmp; \
+	    echo "error: $$nb failed at scale $(SCALE); its executed copy is $(RESULTS)/$$name.failed.ipynb" >&2; \
 	    exit 1; \
 	  fi; \
 	  echo "| $$(basename $$nb) | $$(( $$(date +%s) - start )) |" >> $(TIMES).tmp; \
 	done
 	mv $(TIMES).tmp $(TIMES)
-	@echo; echo "done (scale $(SCALE)). Results:"; \
-	  echo "  executed notebooks   results/0*_$(SCALE).ipynb"; \
-	  echo "  Table 1              results/table1_$(SCALE).md, .csv"; \
-	  echo "  FiLM run             results/film_$(SCALE)/ (metrics.json, curve.jsonl, predictions_val.jsonl)"; \
-	  echo "  baseline runs        results/{qtype,lstm,cnn_lstm,cnn_lstm_sa,film_pixels}_$(SCALE)/"; \
-	  echo "  figures              results/figures/*_$(SCALE).png"; \
+	@echo; echo "done (scale $(SCALE), source $(SOURCE)). Results:"; \
+	  echo "  executed notebooks   $(RESULTS)/0*_$(SCALE).ipynb"; \
+	  echo "  Table 1              $(RESULTS)/table1_$(SCALE).md, .csv"; \
+	  echo "  FiLM run             $(RESULTS)/film_$(SCALE)/ (metrics.json, curve.jsonl, predictions_val.jsonl)"; \
+	  echo "  baseline runs        $(RESULTS)/{qtype,lstm,cnn_lstm,cnn_lstm_sa,film_pixels}_$(SCALE)/"; \
+	  echo "  figures              $(RESULTS)/figures/*_$(SCALE).png"; \
 	  echo "  notebook times       $(TIMES)"; cat $(TIMES)
 
 # refuse an unknown SCALE or SOURCE before anything runs or is written
 check-params:
 	@case " $(SCALES) " in *" $(SCALE) "*) ;; *) echo "error: SCALE=$(SCALE) is not one of: $(SCALES)" >&2; exit 2;; esac
 	@case " $(SOURCES) " in *" $(SOURCE) "*) ;; *) echo "error: SOURCE=$(SOURCE) is not one of: $(SOURCES)" >&2; exit 2;; esac
+	@echo "$(DEVICE)" | grep -Eqx 'auto|cpu|cuda(:[0-9]+)?' || { echo "error: DEVICE=$(DEVICE) is not one of: auto cpu cuda cuda:N" >&2; exit 2; }
 
 smoke:
 	$(MAKE) reproduce SCALE=smoke

@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--features", action="store_true", help="also extract ResNet-101 conv4 features")
     pp.add_argument("--weights", type=Path, help="ResNet-101 ImageNet weights file (.pth or .safetensors) "
                     "for --features; without it the extractor is randomly initialised (plumbing only)")
+    pp.add_argument("--features-dtype", choices=("float32", "float16"), default="float32",
+                    help="how --features are stored (float16 halves the file; default float32)")
+    pp.add_argument("--device", type=_device, default="cpu", help="where --features are computed: cpu (default), "
+                    "auto, cuda or cuda:N")
     pp.add_argument("--workers", type=_workers, default=1, help="image-loading processes (default 1)")
     pp.add_argument("--force", action="store_true", help="redo outputs even if up to date")
     pp.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -514,6 +518,7 @@ def _run(args) -> dict:
                              f"scenes JSON") from None
     elif args.command == "preprocess":
         from .data.preprocess import preprocess_root
+        from .train import resolve_device
         _need_folder(args.root, "--root", "generate a dataset there first (`python -m filmlib generate`)")
         _out_folder(args.out)
         _need_file(args.weights, "--weights")
@@ -531,7 +536,9 @@ def _run(args) -> dict:
                                  f"splits there: {', '.join(present) or 'none'}")
         report = preprocess_root(args.root, args.out, splits=tuple(splits),
                                  image_size=(args.image_size, args.image_size), features=args.features,
-                                 weights=args.weights, workers=args.workers, force=args.force,
+                                 weights=args.weights, feature_dtype=args.features_dtype,
+                                 feature_device=str(resolve_device(args.device)), workers=args.workers,
+                                 force=args.force,
                                  progress=not args.quiet)
         summary = report["report"]
     elif args.command == "scene-maps":

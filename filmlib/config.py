@@ -39,7 +39,8 @@ def default_cache_dir(data_root: Path, image_size: int) -> Path:
     return data_root.parent / "cache" / f"{data_root.name}-{image_size}"
 
 
-def check_parameters(*, scale, source="synth", data_root=None, results_dir=None, workers=1, seed=0) -> None:
+def check_parameters(*, scale, source="synth", data_root=None, results_dir=None, workers=1, seed=0,
+                     device="auto") -> None:
     """Validate the parameters every notebook takes (papermill's ``-p``), the same rules as the
     command line's: raises one ``ValueError`` naming each bad parameter and what it accepts."""
     problems = []
@@ -51,10 +52,30 @@ def check_parameters(*, scale, source="synth", data_root=None, results_dir=None,
         if value is not None and not isinstance(value, (str, Path)):
             problems.append(f"{name}={value!r} must be a path (or None for the default)")
     if source == "clevr" and isinstance(data_root, (str, Path)) and not Path(data_root).is_dir():
-        problems.append(f"data_root={str(data_root)!r} does not exist: download CLEVR v1.0 there first")
+        problems.append(f"data_root={str(data_root)!r} does not exist: download CLEVR v1.0 there first "
+                        f"(`python -m filmlib download clevr --to {Path(data_root).parent}`)")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         problems.append(f"workers={workers!r} must be a whole number >= 1")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         problems.append(f"seed={seed!r} must be a whole number >= 0")
+    problem = device_problem(device)
+    if problem:
+        problems.append(f"device={device!r} {problem}")
     if problems:
         raise ValueError("bad notebook parameters: " + "; ".join(problems))
+
+
+def device_problem(device) -> str | None:
+    """What is wrong with a device name (``auto``, ``cpu``, ``cuda``, ``cuda:N``) here, or None."""
+    import re
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        return "is not one of auto, cpu, cuda, cuda:N"
+    if device.startswith("cuda"):
+        import torch
+        n = torch.cuda.device_count()
+        if n == 0:
+            return "asks for a GPU, and torch sees none here; use device='auto' (or 'cpu')"
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= n:
+            return f"asks for GPU {index}, and torch sees {n} (cuda:0..cuda:{n - 1})"
+    return None

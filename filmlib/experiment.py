@@ -364,7 +364,7 @@ _LONGEST_FIRST = ("film_pixels", "cnn_lstm_sa", "cnn_lstm", "lstm")
 
 def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None, features: str | None = None,
                   seed: int = 0, models: list[str] | None = None, progress: bool = True,
-                  lanes: int | None = None) -> dict[str, dict]:
+                  lanes: int | None = None, device: str = "auto") -> dict[str, dict]:
     """Train (or resume) and score each Table 1 baseline of a scale (``filmlib/scales/<scale>.yaml``,
     section ``baselines``) into ``results_dir/<kind>_<scale>``; returns {row name: val metrics}.
 
@@ -382,7 +382,8 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
     own process with ``threads // lanes`` threads, longest first. On 2 cores two 1-thread runs do
     about 1.3x the work of one 2-thread run (docs/performance.md). Runs are scored after all have
     trained, in this process (so a failure leaves the finished ones unscored until the next call,
-    which keeps them and scores them)."""
+    which keeps them and scores them). ``device``: where every run trains and is scored (``auto``:
+    a GPU if torch sees one)."""
     scale_cfg = load_scale(scale)
     cfg, film = scale_cfg["baselines"], scale_cfg["film"]
     kinds = list(models or cfg["models"])
@@ -396,7 +397,7 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
     lanes = max(1, min(int(lanes or cfg.get("lanes") or 1), len(trained) or 1))
     threads = cfg.get("threads")
     job = dict(data_dir=str(data_dir), results_dir=str(results_dir), scale=scale, stem=stem, features=features,
-               seed=seed, budget=budget)
+               seed=seed, budget=budget, device=device)
     if "qtype" in kinds:
         train_table1_row("qtype", **job, progress=progress, threads=threads)
     if lanes == 1:
@@ -408,14 +409,14 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
                       for k in order], lanes, progress=progress)
     out = {}
     for kind in kinds:
-        metrics = evaluate_run(Path(results_dir) / f"{kind}_{scale}", data_dir, "val")
+        metrics = evaluate_run(Path(results_dir) / f"{kind}_{scale}", data_dir, "val", device=device)
         out[metrics["model"]] = metrics
     return out
 
 
 def train_table1_row(kind: str, data_dir, results_dir, scale: str, *, stem: str | None = None,
                      features: str | None = None, seed: int = 0, budget: int | None = None,
-                     progress: bool = True, threads: int | None = None) -> dict:
+                     progress: bool = True, threads: int | None = None, device: str = "auto") -> dict:
     """Train (or resume; Q-type: count) one row of a scale's Table 1 into ``results_dir/<kind>_<scale>``,
     as :func:`run_baselines` does (``budget``: its question budget), without scoring it. Returns
     the Trainer's summary."""
@@ -430,18 +431,18 @@ def train_table1_row(kind: str, data_dir, results_dir, scale: str, *, stem: str 
                                 "max_samples": cfg.get("raw_pixels_samples") or budget, "time_limit_minutes": guard})
         if kw.get("schedule", "constant") != "constant":
             kw["schedule_samples"] = film["max_samples"]          # FiLM's horizon, as its own run
-        return train_film(data_dir, run, seed=seed, progress=progress, **kw)
+        return train_film(data_dir, run, seed=seed, progress=progress, device=device, **kw)
     if grid and kind != "qtype":
 
         def train(out_dir, lr, max_samples):
             return train_baseline(data_dir, out_dir, kind, preset_name=scale, stem=stem, features=features,
-                                  lr=lr, max_samples=max_samples, seed=seed, progress=progress,
+                                  lr=lr, max_samples=max_samples, seed=seed, progress=progress, device=device,
                                   **{**_budget_kwargs(film, cfg, kind), "threads": threads})
         return pick_lr(train, run, grid, cfg["pilot_samples"], budget)
     return train_baseline(data_dir, run, kind, preset_name=scale, stem=stem, features=features,
                           epochs=cfg["epochs"], max_steps_per_epoch=cfg["max_steps_per_epoch"],
                           time_limit_minutes=guard, patience=cfg["patience"], threads=threads,
-                          val_samples=cfg["val_samples"], seed=seed, progress=progress)
+                          val_samples=cfg["val_samples"], seed=seed, progress=progress, device=device)
 
 
 def _lane(name: str, kwargs: dict, report, target=None) -> None:

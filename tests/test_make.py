@@ -22,7 +22,8 @@ def make(*args, **kw):
                           capture_output=True, text=True, **kw)
 
 
-@pytest.mark.parametrize("args, culprit", [(["SCALE=huge"], "SCALE=huge"), (["SOURCE=nowhere"], "SOURCE=nowhere")])
+@pytest.mark.parametrize("args, culprit", [(["SCALE=huge"], "SCALE=huge"), (["SOURCE=nowhere"], "SOURCE=nowhere"),
+                                           (["DEVICE=tpu"], "DEVICE=tpu")])
 def test_reproduce_refuses_unknown_parameters_before_anything_runs(args, culprit):
     before = sorted(p.name for p in (ROOT / "results").iterdir())
     r = make("reproduce", *args, timeout=60)
@@ -65,3 +66,30 @@ def test_lab_serves_notebooks_and_results_on_localhost():
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_reproduce_runs_every_notebook_on_a_clevr_tree_in_the_release_layout(tmp_path):
+    """`make reproduce SCALE=smoke SOURCE=clevr` end to end on a fake of CLEVR_v1.0 (built from
+    SynthCLEVR in the release's exact layout: its names, keys, test questions without answers),
+    with its results kept apart from the repository's."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from clevr_fakes import fake_release
+    folder = fake_release(tmp_path / "data", "clevr", images=48, questions=5, width=120, height=80)
+    results = tmp_path / "results"
+    before = sorted(p.name for p in (ROOT / "results").iterdir())
+    r = make("reproduce", "SCALE=smoke", "SOURCE=clevr", f"DATA_ROOT={folder}", f"RESULTS={results}",
+             "WORKERS=1", "DEVICE=cpu", timeout=1800)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("0*.ipynb"))
+    assert sorted(p.stem.removesuffix("_smoke") for p in results.glob("0*_smoke.ipynb")) == notebooks
+    times = (results / "reproduce_times_smoke.md").read_text()
+    assert all(f"| {nb}.ipynb |" in times for nb in notebooks)
+    film = json.loads((results / "film_smoke" / "metrics.json").read_text())
+    assert 0 <= film["val_accuracy"] <= 1
+    val_questions = json.loads((folder / "questions" / "CLEVR_val_questions.json").read_text())["questions"]
+    predictions = (results / "film_smoke" / "predictions_val.jsonl").read_text().splitlines()
+    assert len(predictions) == len(val_questions) > 0                         # scored on the fake's val split
+    assert (results / "table1_smoke.md").exists() and (results / "03_image_reliance_smoke.json").exists()
+    # it read the tree it was given (the cache sits beside it) and wrote nothing into the repository's results
+    assert (tmp_path / "data" / "cache").is_dir()
+    assert sorted(p.name for p in (ROOT / "results").iterdir()) == before

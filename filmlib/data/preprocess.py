@@ -495,7 +495,7 @@ def _preprocess_root(root, out_dir, splits, image_size, vocab, vocab_split, huma
                              {**key, "size": None, "weights": wkey, "dtype": feature_dtype},
                              lambda p, split=split: extract_features(
                                  root, p, split=split, weights=weights, dtype=feature_dtype,
-                                 device=feature_device, progress=progress))
+                                 device=feature_device, workers=workers, progress=progress))
 
     humans_files = {s: humans_questions_path(root, s) for s in splits}
     humans_files = {s: p for s, p in humans_files.items() if p.exists()}
