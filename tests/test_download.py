@@ -260,3 +260,14 @@ def test_cogent_and_humans_in_their_real_layouts(tmp_path, server, monkeypatch, 
     assert target.name == dl.SOURCES[source].folder
     assert _tree_bytes(target) == _tree_bytes(folder)
     assert dl.is_complete(source, target)
+
+
+def test_downloaded_humans_beside_clevr_is_preprocessed(tmp_path):
+    """data/CLEVR-Humans/ (as `download humans` leaves it) next to data/CLEVR_v1.0/ is found by preprocess."""
+    from filmlib.data.preprocess import humans_questions_path, preprocess_root
+    clevr_root = fake_release(tmp_path / "data", "clevr", images=3)
+    humans = fake_release(tmp_path / "data", "humans", images=3)
+    assert humans_questions_path(clevr_root, "train") == humans / "CLEVR-Humans-train.json"
+    report = preprocess_root(clevr_root, tmp_path / "cache", splits=("train", "val"), image_size=(16, 16),
+                             humans_min_count=1)["report"]
+    assert {"vocab_humans.json", "train_humans_questions.h5", "val_humans_questions.h5"} <= set(report)

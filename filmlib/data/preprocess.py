@@ -335,8 +335,13 @@ def preprocess_images(images, out_h5, *, split: str | None = None, size=(64, 64)
 # --- a whole root -------------------------------------------------------------------------
 
 def humans_questions_path(root, split: str) -> Path:
-    """Where CLEVR-Humans (or SynthCLEVR's paraphrase split) questions live under a root."""
-    return Path(root) / "questions" / f"CLEVR-Humans-{split}.json"
+    """Where CLEVR-Humans (or SynthCLEVR's paraphrase split) questions of a root are:
+    ``<root>/questions/CLEVR-Humans-<split>.json`` (SynthCLEVR's place, or a copy), else the
+    released folder beside the root, ``<root>/../CLEVR-Humans/CLEVR-Humans-<split>.json`` (where
+    ``python -m filmlib download humans --to data/`` puts it next to ``data/CLEVR_v1.0``)."""
+    inside = Path(root) / "questions" / f"CLEVR-Humans-{split}.json"
+    beside = Path(root).parent / "CLEVR-Humans" / f"CLEVR-Humans-{split}.json"
+    return beside if not inside.exists() and beside.exists() else inside
 
 
 def _file_signature(path: Path) -> list:
