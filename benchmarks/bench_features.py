@@ -67,7 +67,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
-    p.add_argument("--workers", type=int, default=1, help="image-decoding processes")
+    p.add_argument("--workers", type=int, default=1, help="image-decoding processes (their memory is not in "
+                   "the peak RSS, which is the extracting process's own)")
     args = p.parse_args(argv)
     runs = [run(args.root, n, args.threads, args.batch_size, args.dtype, args.workers) for n in args.counts]
     first, last = runs[0], runs[-1]
@@ -84,7 +85,8 @@ def main(argv=None):
           f"{args.batch_size}, {args.workers} decoding process(es).", "",
           "| images | images/s | peak RSS (MB) | file (MB) | wall (s) |", "|---|---|---|---|---|"]
     for r in runs:
-        md.append(f"| {r['images']} | {r['images_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['file_mb']:.0f} | "
+        speed = f"{r['images_per_s']:.2f}" if r["images_per_s"] is not None else "—"
+        md.append(f"| {r['images']} | {speed} | {r['peak_rss_mb']:.0f} | {r['file_mb']:.0f} | "
                   f"{r['seconds']:.0f} |")
     md += ["", f"Peak RSS at {last['images']} images is {result['peak_rss_ratio_last_to_first']:.3f}x that at "
            f"{first['images']} (the aim: within 10%)."]

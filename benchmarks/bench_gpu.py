@@ -168,6 +168,8 @@ def main(argv=None) -> int:
     result["best"] = {stem: max((r for r in ok if r["stem"] == stem), key=lambda r: r["samples_per_s"], default=None)
                       for stem in ("features", "pixels")}
     # smoke: a fixed number of questions (the same curve on every machine), the time limit a guard
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")     # the speeds, should training not finish
     minutes = args.train_minutes if args.train_minutes is not None else (5.0 if smoke else 2.0)
     workers = max(1, min(os.cpu_count() or 1, 16))
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,7 +178,6 @@ def main(argv=None) -> int:
         result["training"] = training_run(Path(tmp), preset_name=preset_name, minutes=minutes, device=str(device),
                                           bf16=device.type == "cuda", workers=workers, **sizes)
     result["seconds"] = round(time.time() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     atomic_write_text(args.out.with_suffix(".md"), markdown(result))
     print(json.dumps({k: result[k] for k in ("device_name", "best", "seconds")}, indent=1))

@@ -51,7 +51,9 @@ def check_parameters(*, scale, source="synth", data_root=None, results_dir=None,
     for name, value in (("data_root", data_root), ("results_dir", results_dir)):
         if value is not None and not isinstance(value, (str, Path)):
             problems.append(f"{name}={value!r} must be a path (or None for the default)")
-    if source == "clevr" and isinstance(data_root, (str, Path)) and not Path(data_root).is_dir():
+    # a missing CLEVR_v1.0 folder in an existing one is fine: notebook 00 downloads it there
+    if (source == "clevr" and isinstance(data_root, (str, Path)) and not Path(data_root).is_dir()
+            and not (Path(data_root).name == "CLEVR_v1.0" and Path(data_root).parent.is_dir())):
         problems.append(f"data_root={str(data_root)!r} does not exist: download CLEVR v1.0 there first "
                         f"(`python -m filmlib download clevr --to {Path(data_root).parent}`)")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:

@@ -81,9 +81,10 @@ class ArchiveServer:
     """A real HTTP server on 127.0.0.1 serving ``routes`` (path -> bytes) with Range support.
 
     ``behave[path]`` sets how a path misbehaves: ``cut`` (a list: the n-th request sends only
-    that many body bytes, then drops the connection; None sends all), ``status`` (answer this
-    HTTP status), ``delay`` (seconds before answering), ``ignore_range`` (always 200, whole
-    file). ``log`` records (path, Range header) of every request."""
+    that many body bytes, then drops the connection; None sends all; ``cut_always``: every
+    request), ``status`` (answer this HTTP status), ``delay`` (seconds before answering),
+    ``ignore_range`` (always 200, whole file), ``range_from_zero`` (206 with the whole file,
+    whatever was asked), ``redirect`` (302 to that path). ``log`` records (path, Range header) of every request."""
 
     def __init__(self):
         self.routes: dict[str, bytes] = {}
@@ -103,6 +104,12 @@ class ArchiveServer:
                 how = server.behave.get(self.path, {})
                 if how.get("delay"):
                     time.sleep(how["delay"])
+                if how.get("redirect"):
+                    self.send_response(302)
+                    self.send_header("Location", how["redirect"])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 status = how.get("status")
                 if status or self.path not in server.routes:
                     status = status or 404
@@ -116,7 +123,10 @@ class ArchiveServer:
                     return
                 data = server.routes[self.path]
                 start = 0
-                if rng and not how.get("ignore_range"):
+                if rng and how.get("range_from_zero"):        # a broken server: 206, but the whole file
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes 0-{len(data) - 1}/{len(data)}")
+                elif rng and not how.get("ignore_range"):
                     start = int(rng.split("=")[1].split("-")[0])
                     if start >= len(data):
                         self.send_response(416)
@@ -135,7 +145,7 @@ class ArchiveServer:
                 self.end_headers()
                 cuts = how.get("cut") or []
                 n = sum(1 for p, _ in server.log if p == self.path) - 1
-                cut = cuts[n] if n < len(cuts) else None
+                cut = cuts[n] if n < len(cuts) else how.get("cut_always")
                 if cut is not None:
                     self.wfile.write(body[:cut])
                     self.wfile.flush()

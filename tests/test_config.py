@@ -23,6 +23,13 @@ def test_a_bad_parameter_is_named(kw, words):
     assert words in str(e.value)
 
 
+def test_a_clevr_folder_still_to_download_is_accepted(tmp_path):
+    """Notebook 00 downloads CLEVR_v1.0 into an existing folder: only the folder itself may be missing."""
+    check_parameters(scale="smoke", source="clevr", data_root=str(tmp_path / "CLEVR_v1.0"))
+    with pytest.raises(ValueError, match="does not exist"):
+        check_parameters(scale="smoke", source="clevr", data_root=str(tmp_path / "nowhere" / "CLEVR_v1.0"))
+
+
 def test_asking_for_a_gpu_that_is_not_there_is_refused():
     n = torch.cuda.device_count()
     problem = device_problem(f"cuda:{n}")

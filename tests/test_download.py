@@ -166,26 +166,77 @@ def test_entries_outside_the_target_are_refused(tmp_path, server, release, monke
     monkeypatch.setitem(dl.SOURCES, "clevr", _source(None))
     server.routes["/e.zip"] = evil
     out = tmp_path / "out"
-    with pytest.raises(dl.UnsafeArchiveError, match=r"refused \(nothing was extracted\)"):
+    with pytest.raises(dl.UnsafeArchiveError, match=r"refused \(nothing was extracted, and the archive was removed\)"):
         dl.download("clevr", out, url=server.url("/e.zip"), progress=False)
     assert not list(tmp_path.rglob("evil.txt"))
-    assert not (out / "CLEVR_v1.0").exists() and not list(out.glob(".CLEVR_v1.0.staging*"))
+    assert sorted(p.name for p in out.iterdir()) == []              # no tree, no staging, no archive
 
 
-def test_a_link_that_escapes_is_refused(tmp_path, server, release, monkeypatch):
+def _link(name: str, target: str) -> tuple[zipfile.ZipInfo, str]:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, target
+
+
+@pytest.mark.parametrize("links", [
+    [("CLEVR_v1.0/images/escape", "../../../etc")],
+    # each link looks harmless alone; together x/y points above the target, and a file under it would land there
+    [("CLEVR_v1.0/x", "."), ("CLEVR_v1.0/x/y", ".."), ("CLEVR_v1.0/x/y/y/evil.txt", None)],
+])
+def test_links_are_refused(tmp_path, server, release, monkeypatch, links):
     folder, _ = release
-    link = zipfile.ZipInfo("CLEVR_v1.0/images/escape")
-    link.create_system = 3
-    link.external_attr = (stat.S_IFLNK | 0o777) << 16
     archive = tmp_path / "link.zip"
     zip_tree(folder, archive)
     with zipfile.ZipFile(archive, "a") as zf:
-        zf.writestr(link, "../../../etc")
+        for name, target in links:
+            if target is None:
+                zf.writestr(name, b"pwned")
+            else:
+                zf.writestr(*_link(name, target))
     monkeypatch.setitem(dl.SOURCES, "clevr", _source(None))
     server.routes["/l.zip"] = archive.read_bytes()
-    with pytest.raises(dl.UnsafeArchiveError, match=r"is a link to '../../../etc'"):
+    with pytest.raises(dl.UnsafeArchiveError, match=r"is a link \(to '.*'\).*refused \(nothing was extracted, and the archive was removed\)"):
         dl.download("clevr", tmp_path / "out", url=server.url("/l.zip"), progress=False)
-    assert not (tmp_path / "out" / "CLEVR_v1.0").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+    assert not list(tmp_path.rglob("evil.txt"))
+
+
+def test_a_partial_file_longer_than_the_archive_starts_again(tmp_path, server, release, fake_sources):
+    folder, data = release
+    (tmp_path / "CLEVR_v1.0.zip.part").write_bytes(data + b"junk from another file")
+    server.routes["/a.zip"] = data
+    summary = dl.download("clevr", tmp_path, url=server.url("/a.zip"), progress=False)     # server answers 416
+    assert server.requests("/a.zip") == [f"bytes={len(data) + 22}-", None]
+    assert summary["downloaded_bytes"] == len(data)
+    assert _tree_bytes(tmp_path / "CLEVR_v1.0") == _tree_bytes(folder)
+
+
+def test_a_206_from_the_wrong_offset_is_not_spliced_in(tmp_path, server, release, fake_sources):
+    folder, data = release
+    cut = len(data) // 2
+    server.routes["/a.zip"] = data
+    server.behave["/a.zip"] = {"cut": [cut], "range_from_zero": True}
+    dl.download("clevr", tmp_path, url=server.url("/a.zip"), keep_archive=True, progress=False)
+    assert (tmp_path / "CLEVR_v1.0.zip").read_bytes() == data
+    assert server.requests("/a.zip") == [None, f"bytes={cut}-", None]      # refused, then afresh
+
+
+def test_a_server_that_ignores_range_and_keeps_cutting_off_gives_up(tmp_path, server, release, fake_sources):
+    _, data = release
+    server.routes["/a.zip"] = data
+    server.behave["/a.zip"] = {"ignore_range": True, "cut_always": len(data) // 2}
+    with pytest.raises(dl.DownloadError, match="keeps breaking off"):
+        dl.download("clevr", tmp_path, url=server.url("/a.zip"), retries=2, progress=False)
+    assert len(server.requests("/a.zip")) == 3          # the first try, then 2 retries that restart from zero (no progress)
+
+
+def test_redirects_do_not_use_up_the_retries(tmp_path, server, release, fake_sources):
+    folder, data = release
+    server.routes["/real.zip"] = data
+    server.behave["/moved.zip"] = {"redirect": "/real.zip"}
+    dl.download("clevr", tmp_path, url=server.url("/moved.zip"), retries=0, progress=False)
+    assert _tree_bytes(tmp_path / "CLEVR_v1.0") == _tree_bytes(folder)
 
 
 @pytest.mark.parametrize("how, message", [

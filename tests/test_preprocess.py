@@ -130,16 +130,32 @@ def test_images_failure_is_atomic(root, tmp_path):
     assert out.read_bytes() == b"previous"                           # old file untouched
     # what was written is kept under a hidden name, never taken for the output...
     assert listing(out.parent) == [".images.h5.partial", "images.h5"]
-    # ... and once the image is fixed, the next run continues after the last full batch
+    # ... and once the image is fixed (an input changed), the next run starts afresh and replaces it
     shutil.copyfile(paths[0], broken)
     summary = preprocess_images(paths[:3] + [broken] + paths[3:], out, size=SIZE, batch_size=2)
-    assert summary["resumed_from"] == 2 and listing(out.parent) == ["images.h5"]
-    with h5py.File(out) as f:
-        images = f["images"][()]
-    fresh = preprocess_images(paths[:3] + [broken] + paths[3:], tmp_path / "fresh.h5", size=SIZE, batch_size=2)
-    assert fresh["resumed_from"] == 0
-    with h5py.File(tmp_path / "fresh.h5") as f:
-        np.testing.assert_array_equal(f["images"][()], images)
+    assert summary["resumed_from"] == 0 and listing(out.parent) == ["images.h5"]
+
+
+def test_an_interrupted_image_cache_continues_where_it_stopped(root, tmp_path, monkeypatch):
+    from filmlib.data import preprocess as pre
+    real = pre.iter_image_batches
+
+    def interrupted_after_one_batch(*args, **kwargs):
+        yield next(real(*args, **kwargs))
+        raise KeyboardInterrupt
+
+    out = tmp_path / "images.h5"
+    monkeypatch.setattr(pre, "iter_image_batches", interrupted_after_one_batch)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess_images(root, out, split="train", size=SIZE, batch_size=2)
+    assert listing(tmp_path) == [".images.h5.partial"]
+    monkeypatch.setattr(pre, "iter_image_batches", real)
+    summary = preprocess_images(root, out, split="train", size=SIZE, batch_size=2)
+    assert summary["resumed_from"] == 2 and listing(tmp_path) == ["images.h5"]
+    preprocess_images(root, tmp_path / "fresh.h5", split="train", size=SIZE, batch_size=2)
+    with h5py.File(out) as a, h5py.File(tmp_path / "fresh.h5") as b:
+        np.testing.assert_array_equal(a["images"][()], b["images"][()])
+        assert "rows_done" not in a.attrs and "resume_key" not in a.attrs
 
 
 def test_image_folder_with_a_gap(root, tmp_path):
@@ -270,3 +286,36 @@ def test_preprocess_root_layout_and_skipping(root, tmp_path):
     fourth = preprocess_root(root, out, splits=("train",), image_size=(8, 8), humans_min_count=1)
     remade = sorted(k for k, r in fourth["report"].items() if not r["skipped"])
     assert remade == ["train_questions.h5", "vocab.json"]
+
+
+def test_a_partial_file_another_process_is_writing_is_left_alone(root, tmp_path):
+    import subprocess
+    import sys
+    from filmlib.io import FolderBusyError
+    partial = tmp_path / ".images.h5.partial"
+    h5py.File(partial, "w").close()
+    holder = subprocess.Popen([sys.executable, "-c", f"import h5py, time; f = h5py.File({str(partial)!r}, 'a'); "
+                               "print('open', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(FolderBusyError, match=r"\.images\.h5\.partial is being written by another process"):
+            preprocess_images(root, tmp_path / "images.h5", split="train", size=SIZE)
+        assert partial.exists() and not (tmp_path / "images.h5").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def test_a_partial_file_of_other_inputs_is_not_resumed(root, tmp_path):
+    paths = split_image_paths(root, "train")
+    out = tmp_path / "images.h5"
+    partial = tmp_path / ".images.h5.partial"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DataFileError):                     # stops after the first batch: a partial file
+        preprocess_images(paths[:2] + [broken] + paths[3:], out, size=SIZE, batch_size=2)
+    assert partial.exists()
+    # the same folder and count, but a different list: started afresh
+    summary = preprocess_images(paths[::-1], out, size=SIZE, batch_size=2)
+    assert summary["resumed_from"] == 0

@@ -135,7 +135,9 @@ def is_complete(source: Source | str, root) -> bool:
 
 def _pool(timeout: float, retries: int):
     import urllib3
-    retry = urllib3.Retry(total=retries, connect=retries, read=retries, status=retries,
+    # total=None: each kind counts on its own, and redirects (download hosts use them) never use
+    # up the tries meant for failures
+    retry = urllib3.Retry(total=None, connect=retries, read=retries, status=retries, other=retries, redirect=10,
                           backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
                           allowed_methods=None, raise_on_status=True, respect_retry_after_header=False)
     return urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(connect=timeout, read=timeout))
@@ -169,19 +171,22 @@ def _total_from(response, start: int) -> int | None:
 
 
 def fetch(url: str, part: Path, *, timeout: float = 60.0, retries: int = 5, progress: bool = True,
-          chunk_size: int = 1 << 20, before_write=None) -> int:
-    """Fetch ``url`` into ``part``, continuing from the bytes already in it; return the size.
+          chunk_size: int = 1 << 20, before_write=None) -> dict:
+    """Fetch ``url`` into ``part``, continuing from the bytes already in it.
 
     A transfer cut off mid-way is continued with a ``Range`` request, up to ``retries`` times in
-    a row without progress. ``before_write(total, have)`` is called once the size is known and
-    before anything is written (the disk check). Raises :class:`DownloadError` with one line
-    naming the address."""
+    a row without the file growing past its largest size so far (a server that ignores
+    ``Range`` restarts from zero, which is not progress). ``before_write(total, have)`` is called
+    once the size is known and before anything is written (the disk check). Returns ``{"bytes":
+    the file's size, "received": bytes received by this call}``. Raises :class:`DownloadError`
+    with one line naming the address."""
     import urllib3
     from tqdm.auto import tqdm
 
     pool = _pool(timeout, retries)
     part = Path(part)
-    failures, checked, bar, total = 0, False, None, None
+    failures, checked, bar, total, received = 0, False, None, None, 0
+    best = part.stat().st_size if part.exists() else 0
     try:
         while True:
             have = part.stat().st_size if part.exists() else 0
@@ -191,15 +196,26 @@ def fetch(url: str, part: Path, *, timeout: float = 60.0, retries: int = 5, prog
             except urllib3.exceptions.HTTPError as e:
                 raise DownloadError(_describe_http_error(url, e, retries, timeout)) from None
             try:
-                if response.status == 416 and have:          # nothing after what we have
-                    total = have if total is None else total
-                    if have == total:
-                        return have
-                    part.unlink()                          # larger than the file: start again
+                if response.status == 416 and have:          # nothing to send after what we have
+                    response.drain_conn()                     # (a short body) so the connection can be reused
+                    announced = response.headers.get("Content-Range", "").rsplit("/", 1)[-1]
+                    total = int(announced) if announced.isdigit() else total
+                    if total is not None and have == total:
+                        return {"bytes": have, "received": received}
+                    part.unlink()                             # not the file's size: start again
+                    best = 0
                     continue
                 if response.status not in (200, 206):
+                    response.close()
                     raise DownloadError(f"{url}: HTTP {response.status} {response.reason or ''}".rstrip())
-                if response.status == 200 and have:           # the server ignored Range
+                if response.status == 206:
+                    start = response.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
+                    if not start.isdigit() or int(start) != have:     # not the part we asked for
+                        response.close()                      # never read the rest
+                        part.unlink()
+                        best = 0
+                        raise _CutOff(f"the server sent bytes from {start or '?'} when asked from {have}")
+                elif have:                                     # 200: the server ignored Range
                     have = 0
                 total = _total_from(response, have) or total
                 if not checked:
@@ -212,6 +228,7 @@ def fetch(url: str, part: Path, *, timeout: float = 60.0, retries: int = 5, prog
                 else:
                     bar.n = have
                     bar.refresh()
+                size = have
                 with open(part, "ab" if have else "wb") as f:
                     while True:
                         try:
@@ -226,11 +243,14 @@ def fetch(url: str, part: Path, *, timeout: float = 60.0, retries: int = 5, prog
                         except OSError as e:
                             full = disk_full_error(e, part)
                             raise (full or e) from None
+                        received += len(data)
+                        size += len(data)
                         bar.update(len(data))
-                        failures = 0
+                        if size > best:                        # real progress
+                            best, failures = size, 0
                 size = part.stat().st_size
                 if total is None or size == total:
-                    return size
+                    return {"bytes": size, "received": received}
                 if size > total:
                     part.unlink()
                     raise DownloadError(f"{url}: received {size:,} bytes, more than the {total:,} the "
@@ -333,45 +353,52 @@ def _unsafe_name(name: str) -> str | None:
 
 
 def check_members(zf: zipfile.ZipFile, archive: Path) -> list[zipfile.ZipInfo]:
-    """Every entry, after refusing the whole archive if one would land outside the target."""
+    """Every entry, after refusing the whole archive if one would land outside the target.
+
+    Links are refused outright: the releases have none, and a chain of links that each look
+    harmless (``x -> .``, then ``x/y -> ..``) can still lead a later entry out of the target."""
     infos = zf.infolist()
     for info in infos:
         why = _unsafe_name(info.filename)
         if why:
             raise UnsafeArchiveError(f"{archive}: entry {info.filename!r} {why}; refused (nothing "
-                                     f"was extracted)")
+                                     f"was extracted, and the archive was removed)")
         if _is_link(info):
             target = zf.read(info).decode("utf-8", "replace")
-            joined = posixpath.normpath(posixpath.join(posixpath.dirname(info.filename), target))
-            if target.startswith("/") or joined == ".." or joined.startswith("../"):
-                raise UnsafeArchiveError(f"{archive}: entry {info.filename!r} is a link to {target!r}, "
-                                         f"outside the target folder; refused (nothing was extracted)")
+            raise UnsafeArchiveError(f"{archive}: entry {info.filename!r} is a link (to {target!r}); the "
+                                     f"datasets have none and links can lead outside the target folder; "
+                                     f"refused (nothing was extracted, and the archive was removed)")
     return infos
 
 
 def extract(archive: Path, dest: Path, *, progress: bool = True) -> None:
     """Extract every entry of ``archive`` under ``dest`` (which should be empty), checking each
-    entry's CRC-32. Links inside the archive's own tree become links."""
+    entry's CRC-32 (:func:`check_members` first refuses unsafe names and links)."""
     from tqdm.auto import tqdm
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as e:
         raise _refuse(archive, f"not a readable zip archive ({e})") from None
     with zf:
-        infos = check_members(zf, archive)
+        try:
+            infos = check_members(zf, archive)
+        except UnsafeArchiveError:
+            archive.unlink()
+            raise
+        base = dest.resolve()
         total = sum(i.file_size for i in infos)
         with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
                   desc=f"extracting {archive.name}", leave=False) as bar:
             for info in infos:
                 out = dest.joinpath(*info.filename.replace("\\", "/").split("/"))
+                if not out.resolve().is_relative_to(base):       # belt and braces
+                    raise UnsafeArchiveError(f"{archive}: entry {info.filename!r} would be written "
+                                             f"outside {dest}; refused")
                 if info.is_dir():
                     out.mkdir(parents=True, exist_ok=True)
                     continue
                 out.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    if _is_link(info):
-                        os.symlink(zf.read(info).decode("utf-8"), out)
-                        continue
                     with zf.open(info) as src, open(out, "wb") as dst:
                         while data := src.read(1 << 20):
                             dst.write(data)
@@ -393,6 +420,14 @@ def _check_space(to: Path, source: Source, total: int | None, have: int, *, extr
         raise NotEnoughSpaceError(to, free, need, source.name)
 
 
+def _in_the_way(source: Source, target: Path) -> None:
+    if target.exists():
+        absent = missing_files(source, target)
+        raise FileExistsError(errno.EEXIST, f"exists but is not a complete {source.folder} (no "
+                              f"{absent[0]}{' and more' if len(absent) > 1 else ''}); move it away "
+                              f"or delete it, then run again", str(target))
+
+
 def download(name: str, to, *, url: str | None = None, keep_archive: bool = False, progress: bool = True,
              timeout: float = 60.0, retries: int = 5) -> dict:
     """Download and extract ``name`` (``clevr``, ``cogent`` or ``humans``) into ``to``; returns a
@@ -403,29 +438,27 @@ def download(name: str, to, *, url: str | None = None, keep_archive: bool = Fals
     url = url or source.url
     to = Path(to)
     target = to / source.folder
+    done = {"dataset": name, "path": str(target), "downloaded_bytes": 0, "status": "already complete"}
     if is_complete(source, target):
-        return {"dataset": name, "path": str(target), "downloaded_bytes": 0, "status": "already complete"}
-    if target.exists():
-        absent = missing_files(source, target)
-        raise FileExistsError(errno.EEXIST, f"exists but is not a complete {source.folder} (no "
-                              f"{absent[0]}{' and more' if len(absent) > 1 else ''}); move it away "
-                              f"or delete it, then run again", str(target))
+        return done
+    _in_the_way(source, target)
     to.mkdir(parents=True, exist_ok=True)
     archive = to / source.archive
     part = archive.with_name(archive.name + ".part")
     staging = to / f".{source.folder}.staging"
     fetched = 0
     with output_lock(to / f".{archive.name}.lock", f"{archive}"):
+        if is_complete(source, target):                  # another process finished it meanwhile
+            return done
+        _in_the_way(source, target)
+        shutil.rmtree(staging, ignore_errors=True)       # what a killed extraction left (before the disk check)
         if archive.exists():
             _check_space(to, source, archive.stat().st_size, 0, extract_only=True)
         else:
-            before = part.stat().st_size if part.exists() else 0
-            size = fetch(url, part, timeout=timeout, retries=retries, progress=progress,
-                         before_write=lambda total, have: _check_space(to, source, total, have))
-            fetched = size - before
+            fetched = fetch(url, part, timeout=timeout, retries=retries, progress=progress,
+                            before_write=lambda total, have: _check_space(to, source, total, have))["received"]
             os.replace(part, archive)
         digests = verify_archive(archive, source, progress=progress)
-        shutil.rmtree(staging, ignore_errors=True)      # what a killed extraction left
         try:
             staging.mkdir()
             extract(archive, staging, progress=progress)

@@ -11,6 +11,7 @@ so use ``workers`` processes for decoding and ``dtype="float16"`` to halve what 
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from filmlib.data.preprocess import (
-    FORMAT, DataFileError, _image_list, _progress_bar, iter_image_batches, resumable_h5,
+    FORMAT, DataFileError, _image_list, _progress_bar, iter_image_batches, paths_signature, resumable_h5,
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -105,8 +106,15 @@ def extract_features(images, out_h5, *, split: str | None = None, weights=None,
     np_dtype = np.dtype(dtype)
     what = (f"resnet101.layer{stage}" if model is None else type(model).__name__)
     weights_id = (str(Path(weights).resolve()) if weights else f"random(seed={seed})") if model is None else None
-    key = {"what": "features", "source": [str(paths[0].parent.resolve()), len(paths)], "model": what,
-           "weights": weights_id, "image_size": list(image_size), "dtype": dtype, "batch_size": batch_size}
+    if model is None:
+        weights_file = paths_signature([Path(weights)]) if weights else None
+    else:                                  # a model object: its exact parameters
+        digest = hashlib.sha1()
+        for t in net.state_dict().values():
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        weights_file = digest.hexdigest()
+    key = {"what": "features", "source": paths_signature(paths), "model": what, "weights": weights_id,
+           "weights_file": weights_file, "image_size": list(image_size), "dtype": dtype, "batch_size": batch_size}
     with (resumable_h5(out_h5, key) as f,
           _progress_bar(len(paths), f"features {split or ''}", progress) as bar):
         done = int(f.attrs["rows_done"])

@@ -44,7 +44,7 @@ from filmlib.data.clevr import (
     question_type, questions_path,
 )
 from filmlib.data.vocab import UNK_IDX, Vocab, encode_tokens, tokenize
-from filmlib.io import disk_full_error, ignore_sigint, naming_disk_full, output_lock
+from filmlib.io import FolderBusyError, disk_full_error, ignore_sigint, naming_disk_full, output_lock
 
 FORMAT = "filmlib-hdf5-1"
 MANIFEST = "manifest.json"
@@ -105,7 +105,10 @@ def resumable_h5(path, key: dict):
             if f.attrs.get("resume_key") != signature or "rows_done" not in f.attrs:
                 f.close()
                 f = None
-        except (OSError, KeyError):
+        except BlockingIOError:                      # HDF5's file lock: another process writes it
+            raise FolderBusyError(f"{partial} is being written by another process; wait until it "
+                                  f"finishes, or write {path.name} somewhere else") from None
+        except (OSError, KeyError):                  # left unreadable by a kill: start afresh
             f = None
         if f is None:
             partial.unlink()
@@ -126,6 +129,17 @@ def resumable_h5(path, key: dict):
     f.close()
     default_permissions(partial)
     os.replace(partial, path)
+
+
+def paths_signature(paths: list[Path]) -> list:
+    """What a list of input files is, for :func:`resumable_h5` keys: their number and a digest of
+    every path, size and modification time (a file replaced in place, or the list reordered,
+    gives another signature)."""
+    h = hashlib.sha1()
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{os.fspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return [len(paths), h.hexdigest()]
 
 
 def _pad(rows: list[list[int]], dtype=np.int32) -> np.ndarray:
@@ -310,8 +324,7 @@ def preprocess_images(images, out_h5, *, split: str | None = None, size=(64, 64)
     """
     paths = _image_list(images, split)
     h, w = (int(s) for s in size)
-    key = {"what": "images", "source": [str(paths[0].parent.resolve()), len(paths)],
-           "size": [h, w], "batch_size": batch_size}
+    key = {"what": "images", "source": paths_signature(paths), "size": [h, w], "batch_size": batch_size}
     with (resumable_h5(out_h5, key) as f,
           _progress_bar(len(paths), f"images {split or ''}", progress) as bar):
         done = int(f.attrs["rows_done"])
