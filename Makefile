@@ -93,6 +93,8 @@ bench: setup
 	$(PY) benchmarks/bench_train.py --threads $(WORKERS)
 	$(PY) benchmarks/bench_stem_conv.py --threads $(WORKERS)
 	$(PY) benchmarks/bench_gru_step.py --threads $(WORKERS)
+	# ResNet-101 feature extraction on the cpu data's images: images/s, peak RSS for 500 and 5,000 images
+	$(PY) benchmarks/bench_features.py --threads $(WORKERS)
 	# on the cpu data's cached perception maps (skipped, with a note, until notebook 02 has made them)
 	$(PY) benchmarks/bench_maps.py --features perception --batch-sizes 64 --threads $(WORKERS) --samples 15000 \
 	  --models film lstm cnn_lstm cnn_lstm_sa

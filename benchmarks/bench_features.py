@@ -70,6 +70,9 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=1, help="image-decoding processes (their memory is not in "
                    "the peak RSS, which is the extracting process's own)")
     args = p.parse_args(argv)
+    if not (args.root / "images" / "train").is_dir():
+        print(f"skipped: no {args.root}/images/train (generate the data first: notebook 00, or `make reproduce`)")
+        return
     runs = [run(args.root, n, args.threads, args.batch_size, args.dtype, args.workers) for n in args.counts]
     first, last = runs[0], runs[-1]
     result = {"runs": runs, "peak_rss_ratio_last_to_first": round(last["peak_rss_mb"] / first["peak_rss_mb"], 4),
