@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps-per-epoch", type=_positive, help="cap steps per epoch (smoke runs)")
     t.add_argument("--val-samples", type=_positive, help="score only the first N val questions each epoch")
     t.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0..{MAX_SEED} (default 0)")
-    t.add_argument("--workers", type=_integer(0, 256), default=0, help="DataLoader worker processes (default 0)")
+    t.add_argument("--workers", type=_integer(0, 256), default=None,
+                   help="DataLoader worker processes (default: 0 on the CPU, up to 4 on a GPU, prefetching into pinned memory)")
     t.add_argument("--threads", type=_positive, help="torch CPU threads")
     t.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")

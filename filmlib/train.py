@@ -66,13 +66,15 @@ class TrainConfig:
     time_limit_minutes: float | None = None   # training time budget: stops mid-epoch when spent
     max_steps_per_epoch: int | None = None    # for smoke runs
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None    # loader processes (None: 0 on the CPU, up to 4 on a GPU, which
+                                      # then prefetch 2 batches each into pinned memory)
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     bf16: bool = False                # autocast to bfloat16 (GPU)
     compile: bool = False             # torch.compile the model (GPU)
     threads: int | None = None        # torch CPU threads (None: torch's default)
-    channels_last: bool | None = None # NHWC images and conv weights (None: on the CPU, where
-                                      # oneDNN's convolutions run faster in that layout)
+    channels_last: bool | None = None # NHWC images and conv weights (None: yes, on the CPU (oneDNN's
+                                      # convolutions run faster in that layout) and on a GPU (cuDNN's
+                                      # tensor-core kernels take NHWC))
     fused_adam: bool = True           # one fused Adam kernel over each tensor (same update rule)
     retain_memory: bool | None = None # keep freed memory for reuse (filmlib.memory; None: on the CPU)
     schedule: str = "constant"        # constant | warmup_constant | warmup_cosine | warmup_linear
@@ -289,7 +291,7 @@ class Trainer:
             raise ValueError(f"batch_size {cfg.batch_size} does not split over {self.world} processes")
         seed_everything(cfg.seed)
         self.model = model.to(self.device)
-        self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cpu"
+        self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type in ("cpu", "cuda")
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model_config = model_config or {}
@@ -349,11 +351,18 @@ class Trainer:
         return self.rank == 0
 
     # -- the loop ---------------------------------------------------------------------------
+    def _workers(self) -> int:
+        if self.cfg.num_workers is not None:
+            return self.cfg.num_workers
+        return min(4, max((os.cpu_count() or 1) // self.world - 1, 0)) if self.device.type == "cuda" else 0
+
     def _loader(self, dataset, sampler=None, batch_size=None) -> DataLoader:
+        workers = self._workers()
         return DataLoader(dataset, batch_size=batch_size or self.cfg.batch_size // self.world,
-                          sampler=sampler, shuffle=False, num_workers=self.cfg.num_workers,
+                          sampler=sampler, shuffle=False, num_workers=workers,
                           collate_fn=self.collate_fn, drop_last=sampler is not None,
-                          persistent_workers=False, pin_memory=self.device.type == "cuda")
+                          persistent_workers=False, pin_memory=self.device.type == "cuda",
+                          prefetch_factor=2 if workers else None)
 
     def _layout(self, visual: torch.Tensor) -> torch.Tensor:
         if self.channels_last and visual.dim() == 4:

@@ -132,6 +132,16 @@ def test_cpu_trainer_uses_fused_adam_and_channels_last(tmp_path):
     assert not off.model.conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_loader_workers_default_to_none_on_the_cpu_and_some_on_a_gpu(tmp_path):
+    trainer = Trainer(TinyModel(), TinyData(), None, TrainConfig(out_dir=str(tmp_path), progress=False, device="cpu"))
+    loader = trainer._loader(trainer.train_set)
+    assert loader.num_workers == 0 and not loader.pin_memory
+    trainer.device = torch.device("cuda")          # what the defaults become on a GPU (none is needed to ask)
+    assert trainer._workers() == min(4, max((os.cpu_count() or 1) - 1, 0))
+    trainer.cfg.num_workers = 3                     # an explicit number is kept
+    assert trainer._workers() == 3
+
+
 # --- schedules, question budgets, curve points and resuming inside an epoch ---------------------
 
 SCHEDULED = ("--schedule", "warmup_cosine", "--warmup", "48", "--eval-every", "40", "--max-samples", "352")
