@@ -6,6 +6,7 @@ notebooks 02-03 call. A *run directory* holds a training run: ``last.pt`` / ``be
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -139,12 +140,25 @@ def perception_config(preset_name: str):
                             stem_layers=cfg.stem_layers)
 
 
+#: torchvision's ImageNet ResNet-101 (IMAGENET1K_V1), where the README's one command puts it
+RESNET101_FILE = "resnet101-63fe2227.pth"
+
+
+def resnet101_weights() -> Path:
+    """The ResNet-101 weights file the paper's features are computed with: ``$FILMLIB_RESNET101``,
+    else ``data/resnet101-63fe2227.pth``."""
+    from .config import repo_root
+    return Path(os.environ.get("FILMLIB_RESNET101") or repo_root() / "data" / RESNET101_FILE)
+
+
 def prepare_maps(scale: str, root, cache, results_dir, *, features: str | None = None,
-                 splits=("train", "val"), seed: int = 0, progress: bool = True) -> dict:
+                 splits=("train", "val"), seed: int = 0, progress: bool = True, device: str = "auto",
+                 workers: int = 1) -> dict:
     """Make the features files a features stem of this scale reads, if missing: ``oracle``
-    (scene-graph maps, seconds) or ``perception`` (pre-train the perception CNN into
-    ``results_dir/perception_<scale>``, then cache its maps). Returns what was done, with the
-    perception net's val scores."""
+    (scene-graph maps, seconds), ``perception`` (pre-train the perception CNN into
+    ``results_dir/perception_<scale>``, then cache its maps) or ``features`` (the paper's
+    ResNet-101 conv4 features, from :func:`resnet101_weights`, on ``device``, stored as float16;
+    resumable). Returns what was done, with the perception net's val scores."""
     from . import perception
     from .data.scene_maps import write_scene_maps
     cfg = load_scale(scale)
@@ -167,6 +181,20 @@ def prepare_maps(scale: str, root, cache, results_dir, *, features: str | None =
             path = cache / f"{split}_perception.h5"
             if not path.exists() or path.stat().st_mtime < (run / perception.CHECKPOINT).stat().st_mtime:
                 perception.extract(run / perception.CHECKPOINT, cache, split)
+            out[split] = str(path)
+    elif features == "features":
+        from .data.features import extract_features
+        from .train import resolve_device
+        weights = resnet101_weights()
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: no ResNet-101 weights for the paper's features; on a machine "
+                                    f"with internet: `curl -L -o {weights} https://download.pytorch.org/models/"
+                                    f"{RESNET101_FILE}` (or set FILMLIB_RESNET101 to the file)")
+        for split in splits:
+            path = cache / f"{split}_features.h5"
+            if not path.exists():
+                extract_features(root, path, split=split, weights=weights, dtype="float16",
+                                 device=resolve_device(device), workers=workers, progress=progress)
             out[split] = str(path)
     return out
 

@@ -319,3 +319,19 @@ def test_a_partial_file_of_other_inputs_is_not_resumed(root, tmp_path):
     # the same folder and count, but a different list: started afresh
     summary = preprocess_images(paths[::-1], out, size=SIZE, batch_size=2)
     assert summary["resumed_from"] == 0
+
+
+def test_prepare_maps_makes_the_papers_resnet_features_from_the_weights_file(root, tmp_path, monkeypatch):
+    from filmlib.experiment import prepare_maps
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FILMLIB_RESNET101", str(tmp_path / "resnet101-63fe2227.pth"))
+    with pytest.raises(FileNotFoundError, match=r"resnet101-63fe2227\.pth: no ResNet-101 weights.*curl -L -o"):
+        prepare_maps("paper", root, cache, tmp_path / "results", features="features", splits=("train",), device="cpu")
+    assert not cache.exists() or not list(cache.iterdir())
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet101(weights=None).state_dict(), tmp_path / "resnet101-63fe2227.pth")
+    made = prepare_maps("paper", root, cache, tmp_path / "results", features="features", splits=("train",),
+                        device="cpu", progress=False)
+    with h5py.File(made["train"]) as f:
+        assert f["features"].shape == (6, 1024, 14, 14) and f["features"].dtype == np.float16
+        assert f.attrs["weights"] == str((tmp_path / "resnet101-63fe2227.pth").resolve())
