@@ -322,3 +322,45 @@ def test_downloaded_humans_beside_clevr_is_preprocessed(tmp_path):
     report = preprocess_root(clevr_root, tmp_path / "cache", splits=("train", "val"), image_size=(16, 16),
                              humans_min_count=1)["report"]
     assert {"vocab_humans.json", "train_humans_questions.h5", "val_humans_questions.h5"} <= set(report)
+
+
+def test_ctrl_c_during_extraction_leaves_the_archive_and_no_half_tree(tmp_path, server, release, fake_sources, monkeypatch):
+    folder, data = release
+    server.routes["/a.zip"] = data
+    real_open = zipfile.ZipFile.open
+    calls = {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:                        # a few entries in
+            raise KeyboardInterrupt
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dl.download("clevr", tmp_path, url=server.url("/a.zip"), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CLEVR_v1.0.zip"]     # no staging, no tree, no lock
+    monkeypatch.setattr(zipfile.ZipFile, "open", real_open)
+    requests = len(server.log)
+    summary = dl.download("clevr", tmp_path, url=server.url("/a.zip"), progress=False)
+    assert len(server.log) == requests and summary["downloaded_bytes"] == 0      # extracted from the archive kept
+    assert _tree_bytes(tmp_path / "CLEVR_v1.0") == _tree_bytes(folder)
+
+
+def test_a_second_download_into_the_same_folder_at_once_is_refused(tmp_path, server, release, fake_sources):
+    import threading
+    import time
+    from filmlib.io import FolderBusyError
+    folder, data = release
+    server.routes["/a.zip"] = data
+    server.behave["/a.zip"] = {"delay": 1.5}            # the first transfer takes a while
+    first = {}
+    t = threading.Thread(target=lambda: first.update(dl.download("clevr", tmp_path, url=server.url("/a.zip"),
+                                                                 progress=False)))
+    t.start()
+    time.sleep(0.5)
+    with pytest.raises(FolderBusyError, match=r"CLEVR_v1.0.zip is being written by another process"):
+        dl.download("clevr", tmp_path, url=server.url("/a.zip"), progress=False)
+    t.join(timeout=60)
+    assert first["status"] == "downloaded"
+    assert _tree_bytes(tmp_path / "CLEVR_v1.0") == _tree_bytes(folder)
