@@ -8,6 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 # the checkout itself on the path: the script also runs where filmlib is not installed (a GPU
-# machine's own Python with torch, h5py, pyyaml, tqdm already there)
+# machine's own Python with torch, numpy, Pillow, h5py, pyyaml, tqdm already there)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 exec "$PY" benchmarks/bench_gpu.py "$@"

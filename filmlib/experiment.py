@@ -162,7 +162,8 @@ def prepare_maps(scale: str, root, cache, results_dir, *, features: str | None =
     from . import perception
     from .data.scene_maps import write_scene_maps
     cfg = load_scale(scale)
-    features = features or cfg["film"].get("features")
+    if features is None and cfg["film"]["stem"] == "features":
+        features = cfg["film"].get("features")
     cache, out = Path(cache), {}
     if features == "oracle":
         for split in splits:
@@ -190,8 +191,18 @@ def prepare_maps(scale: str, root, cache, results_dir, *, features: str | None =
             raise FileNotFoundError(f"{weights}: no ResNet-101 weights for the paper's features; on a machine "
                                     f"with internet: `curl -L -o {weights} https://download.pytorch.org/models/"
                                     f"{RESNET101_FILE}` (or set FILMLIB_RESNET101 to the file)")
+        import h5py
+
+        from .data.preprocess import split_image_paths
         for split in splits:
             path = cache / f"{split}_features.h5"
+            source = str(split_image_paths(root, split)[0].parent.resolve())
+            if path.exists():                 # kept only if made from these weights and these images
+                with h5py.File(path, "r") as f:
+                    made_from = (f.attrs.get("weights"), f.attrs.get("source"))
+                if made_from != (str(weights.resolve()), source) or path.stat().st_mtime < max(
+                        weights.stat().st_mtime, Path(source).stat().st_mtime):
+                    path.unlink()
             if not path.exists():
                 extract_features(root, path, split=split, weights=weights, dtype="float16",
                                  device=resolve_device(device), workers=workers, progress=progress)

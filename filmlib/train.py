@@ -158,6 +158,14 @@ class EpochSampler(Sampler[int]):
         return n // self.world - self.start
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or a scheduler's limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:            # not Linux
+        return os.cpu_count() or 1
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -354,7 +362,7 @@ class Trainer:
     def _workers(self) -> int:
         if self.cfg.num_workers is not None:
             return self.cfg.num_workers
-        return min(4, max((os.cpu_count() or 1) // self.world - 1, 0)) if self.device.type == "cuda" else 0
+        return min(4, max(_cpus() // self.world - 1, 0)) if self.device.type == "cuda" else 0
 
     def _loader(self, dataset, sampler=None, batch_size=None) -> DataLoader:
         workers = self._workers()

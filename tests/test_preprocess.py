@@ -335,3 +335,13 @@ def test_prepare_maps_makes_the_papers_resnet_features_from_the_weights_file(roo
     with h5py.File(made["train"]) as f:
         assert f["features"].shape == (6, 1024, 14, 14) and f["features"].dtype == np.float16
         assert f.attrs["weights"] == str((tmp_path / "resnet101-63fe2227.pth").resolve())
+    first = os.stat(made["train"]).st_mtime_ns
+    prepare_maps("paper", root, cache, tmp_path / "results", features="features", splits=("train",), device="cpu",
+                 progress=False)
+    assert os.stat(made["train"]).st_mtime_ns == first                     # made from these weights: kept
+    # a features file from other weights (here: `preprocess --features` without any, for plumbing) is remade
+    extract_features(root, made["train"], split="train", weights=None, stage=1, image_size=(32, 32))
+    prepare_maps("paper", root, cache, tmp_path / "results", features="features", splits=("train",), device="cpu",
+                 progress=False)
+    with h5py.File(made["train"]) as f:
+        assert f["features"].shape == (6, 1024, 14, 14) and f.attrs["weights"].endswith("resnet101-63fe2227.pth")

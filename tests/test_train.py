@@ -137,7 +137,7 @@ def test_loader_workers_default_to_none_on_the_cpu_and_some_on_a_gpu(tmp_path):
     loader = trainer._loader(trainer.train_set)
     assert loader.num_workers == 0 and not loader.pin_memory
     trainer.device = torch.device("cuda")          # what the defaults become on a GPU (none is needed to ask)
-    assert trainer._workers() == min(4, max((os.cpu_count() or 1) - 1, 0))
+    assert trainer._workers() == min(4, max(len(os.sched_getaffinity(0)) - 1, 0))
     trainer.cfg.num_workers = 3                     # an explicit number is kept
     assert trainer._workers() == 3
 
