@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 16): the paper preset's training speed on both stems in fp32, bf16 and
+# The GPU check: the paper preset's training speed on both stems in fp32, bf16 and
 # bf16 + torch.compile, projected epoch and training times, peak GPU memory, and a 2-minute
 # paper-preset training run on SynthCLEVR at 224x224. About 6 minutes on one H100/H200.
 #   bash benchmarks/gpu_check.sh                 # -> results/bench/gpu.json, gpu.md

@@ -160,7 +160,7 @@ def _describe_http_error(url: str, error: Exception, retries: int, timeout: floa
     return f"{url}: {text}"
 
 
-def _total_from(response, start: int) -> int | None:
+def _total_from(response) -> int | None:
     """The whole file's size from a 206's Content-Range or a 200's Content-Length."""
     if response.status == 206:
         value = response.headers.get("Content-Range", "")
@@ -217,7 +217,7 @@ def fetch(url: str, part: Path, *, timeout: float = 60.0, retries: int = 5, prog
                         raise _CutOff(f"the server sent bytes from {start or '?'} when asked from {have}")
                 elif have:                                     # 200: the server ignored Range
                     have = 0
-                total = _total_from(response, have) or total
+                total = _total_from(response) or total
                 if not checked:
                     if before_write is not None:
                         before_write(total, have)
