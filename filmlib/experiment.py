@@ -118,7 +118,7 @@ def train_film(data_dir, out_dir, *, preset_name: str = "cpu", stem: str | None 
 
 
 TRAIN_KEYS = ("batch_size", "lr", "weight_decay", "schedule", "warmup_samples", "min_lr_ratio", "max_samples",
-              "epochs", "max_steps_per_epoch", "time_limit_minutes", "patience", "threads")
+              "epochs", "max_steps_per_epoch", "time_limit_minutes", "patience", "threads", "compile")
 
 
 def film_train_kwargs(film: dict) -> dict:

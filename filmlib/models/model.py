@@ -25,6 +25,13 @@ class FiLMModel(nn.Module):
         self.generator = FiLMGenerator(cfg)
         self.network = FiLMedNetwork(cfg)
 
+    def compile_parts(self) -> tuple[nn.Module, ...]:
+        """What ``torch.compile`` should compile for training: the FiLM-ed network, where it fuses
+        batch norm, FiLM's affine, ReLU and the residual sum (forward and backward). Not the
+        generator: its GRU recurrence is a hand-written autograd function (filmlib.models.gru),
+        which TorchDynamo cannot trace (it crashed the process in torch 2.14)."""
+        return (self.network,)
+
     def film_params(self, questions: Tensor) -> tuple[Tensor, Tensor]:
         """(gammas, betas), each (N, n_filmed, C): the values FiLM multiplies by and adds."""
         return self.generator(questions)
