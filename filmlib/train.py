@@ -269,6 +269,29 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 
+#: the settings that decide a run's trajectory: a run resumes only under the same ones (threads,
+#: device, compile, time limits and a longer question budget may change)
+TRAJECTORY_KEYS = ("batch_size", "lr", "weight_decay", "seed", "schedule", "warmup_samples", "min_lr_ratio",
+                   "grad_clip", "curriculum_samples")
+
+
+def _horizon(cfg: dict):
+    return None if cfg.get("schedule", "constant") == "constant" else (cfg.get("schedule_samples") or cfg.get("max_samples"))
+
+
+def _check_same_trajectory(path: Path, saved: dict, cfg: TrainConfig):
+    """Refuse to resume ``path`` under settings that would make another run than the one it holds
+    (a resumed run must end where an uninterrupted one would): say which, and what to do."""
+    now = asdict(cfg)
+    changed = [(k, saved[k], now[k]) for k in TRAJECTORY_KEYS if k in saved and saved[k] != now[k]]
+    if "schedule" in saved and _horizon(saved) != _horizon(now):
+        changed.append(("schedule horizon (schedule_samples, else max_samples)", _horizon(saved), _horizon(now)))
+    if changed:
+        what = "; ".join(f"{k} {a!r} there, {b!r} now" for k, a, b in changed)
+        raise CheckpointError(f"{path}: this run was trained with other settings ({what}); resuming would "
+                              f"mix two runs. Train into another folder, or delete {path.parent} to start again.")
+
+
 def default_batch(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(visual input, questions, answers) from a dataset batch."""
     return batch["visual"], batch["questions"], batch["answers"]
@@ -541,7 +564,9 @@ class Trainer:
         cfg = self.cfg
         last = self.out / "last.pt"
         if resume and last.exists():
-            self.load_state(load_checkpoint(last))
+            ckpt = load_checkpoint(last)
+            _check_same_trajectory(last, ckpt.get("train_config") or {}, cfg)
+            self.load_state(ckpt)
         stale = 0 if self.best_epoch < 0 else self.epoch - self.best_epoch
         while self.epoch < cfg.epochs:
             if cfg.patience is not None and stale >= cfg.patience:

@@ -282,3 +282,63 @@ def test_curriculum_opens_up_by_level(tmp_path):
     assert [r["train_samples"] for r in rows] == [32, 32, 64, 96, 96]
     with pytest.raises(ValueError, match="difficulty level for every train question"):
         Trainer(TinyModel(), data, None, cfg)
+
+
+class FiLMShapedData(torch.utils.data.Dataset):
+    """Random 32x32 images and questions for the smoke FiLM preset."""
+    def __init__(self, n=64, vocab=12, answers=5):
+        g = torch.Generator().manual_seed(0)
+        self.visual = torch.randn(n, 3, 32, 32, generator=g)
+        self.questions = torch.randint(1, vocab, (n, 7), generator=g)
+        self.answers = torch.randint(0, answers, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.answers)
+
+    def __getitem__(self, i):
+        return {"visual": self.visual[i], "questions": self.questions[i], "answers": self.answers[i]}
+
+
+def test_compile_compiles_the_filmed_network_in_place(tmp_path):
+    """cpu-preset FiLM trains with ``compile``: only its FiLM-ed network is compiled (the
+    generator's hand-written GRU is not traceable), in place, so checkpoints keep their names and
+    load into a plain model; the compiled network computes what the plain one does."""
+    from filmlib.models.config import preset
+    from filmlib.models.model import FiLMModel
+    torch.manual_seed(0)
+    model = FiLMModel(preset("smoke", 12, 5, "pixels"))
+    names = list(model.state_dict())
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, batch_size=16, progress=False, device="cpu", compile=True)
+    trainer = Trainer(model, FiLMShapedData(), None, cfg)
+    assert trainer._net is model                                   # not wrapped: the model itself
+    assert model.network._compiled_call_impl is not None and model.generator._compiled_call_impl is None
+    summary = trainer.fit()
+    assert summary["steps"] == 4 and torch.isfinite(torch.tensor(summary["history"][0]["train_loss"]))
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert list(ckpt["model"]) == names
+    plain = FiLMModel(preset("smoke", 12, 5, "pixels"))
+    plain.load_state_dict(ckpt["model"])                           # strict: the same names
+    model.eval(), plain.eval()
+    data = FiLMShapedData()
+    v, q = data.visual[:8], data.questions[:8]
+    with torch.no_grad():
+        torch.testing.assert_close(model(v, q), plain(v, q), rtol=1e-4, atol=1e-4)
+
+
+def test_resume_refuses_other_settings_but_allows_a_longer_budget(tmp_path):
+    """A resumed run must be the run it continues: another lr or schedule horizon is refused
+    with a message naming the checkpoint and the settings; a larger budget on the same horizon,
+    more threads or a time limit are not settings of the trajectory."""
+    from filmlib.train import CheckpointError
+    base = dict(out_dir=str(tmp_path), epochs=5, batch_size=8, progress=False, schedule="warmup_cosine",
+                warmup_samples=16, schedule_samples=400, max_samples=48)
+    Trainer(TinyModel(), TinyData(), None, TrainConfig(**base)).fit()
+    for change, words in (({"lr": 1e-3}, "lr 0.0003 there, 0.001 now"),
+                          ({"schedule_samples": 800}, "schedule horizon"),
+                          ({"batch_size": 16}, "batch_size 8 there, 16 now")):
+        with pytest.raises(CheckpointError, match="last.pt") as e:
+            Trainer(TinyModel(), TinyData(), None, TrainConfig(**{**base, **change})).fit()
+        assert words in str(e.value) and "another folder" in str(e.value)
+    summary = Trainer(TinyModel(), TinyData(), None,
+                      TrainConfig(**{**base, "max_samples": 96, "threads": 1, "time_limit_minutes": 5})).fit()
+    assert summary["samples"] == 96
