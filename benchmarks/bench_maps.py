@@ -2,7 +2,7 @@
 
     python benchmarks/bench_maps.py [--data data/cache/synthclevr-80] [--features oracle perception]
                                     [--batch-sizes 64 256] [--threads 1 2] [--samples 40000]
-                                    [--models film lstm cnn_lstm cnn_lstm_sa]
+                                    [--models film lstm cnn_lstm cnn_lstm_sa] [--compile off on]
 
 Each row trains a ``cpu``-preset model (FiLM, or a Table 1 baseline reading the same maps)
 through the project's own path (``train_film`` / ``train_baseline``: the HDF5 datasets, the
@@ -11,7 +11,12 @@ a process of its own, and reports the Trainer's samples/s (the epoch's training 
 loading included, evaluation and start-up excluded). Rows run one at a time, so each has the
 machine's cores to itself. Writes results/bench/maps.json and maps.md; rows measured before
 with other settings are kept (a row is replaced only by a new measurement of the same model,
-maps, batch and threads).
+maps, batch, threads and compile). ``--compile on`` trains FiLM with ``torch.compile`` of its
+FiLM-ed network (the cpu preset's setting; the baselines are not compiled); its samples/s
+include the compilation (about half a minute), so use at least 40,000 questions. Each row also
+records the machine's fp32 matmul GFLOP/s on its threads just before it: this machine's speed
+drifts (83-318 GFLOP/s on 2 threads across sessions), and a row is only comparable with rows
+measured at a similar speed.
 """
 from __future__ import annotations
 
@@ -29,20 +34,38 @@ MODELS = ("film", "lstm", "cnn_lstm", "cnn_lstm_sa")
 
 
 def _key(row: dict) -> tuple:
-    return (row.get("model", "film"), row["features"], row["batch_size"], row["threads"])
+    return (row.get("model", "film"), row["features"], row["batch_size"], row["threads"], bool(row.get("compile")))
 
 
-def one_row(data: str, model: str, features: str, batch: int, threads: int, samples: int) -> dict:
+def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """The best of ``repeats`` n x n fp32 matmuls on ``threads`` threads, in GFLOP/s."""
+    import time
+    import torch
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return round(2 * n ** 3 / best / 1e9, 1)
+
+
+def one_row(data: str, model: str, features: str, batch: int, threads: int, samples: int,
+            compile: bool = False) -> dict:
     from filmlib.experiment import feature_shape, train_baseline, train_film
+    gflops = matmul_gflops(threads)
     common = dict(preset_name="cpu", stem="features", features=features, epochs=1, batch_size=batch,
                   threads=threads, max_samples=samples, val_samples=256, patience=None, progress=False)
     with tempfile.TemporaryDirectory() as out:
-        s = (train_film(data, out, **common) if model == "film"
+        s = (train_film(data, out, compile=compile, **common) if model == "film"
              else train_baseline(data, out, model, **common))
     row = s["history"][-1]
-    return {"model": model, "features": features, "channels": feature_shape(data, features)["feature_channels"], "batch_size": batch, "threads": threads, "samples": row["train_samples"],
+    return {"model": model, "features": features, "channels": feature_shape(data, features)["feature_channels"],
+            "batch_size": batch, "threads": threads, "compile": compile, "samples": row["train_samples"],
             "seconds": row["epoch_seconds"], "samples_per_s": row["samples_per_s"],
-            "parameters": s["parameters"]}
+            "parameters": s["parameters"], "matmul_gflops": gflops}
 
 
 def main(argv=None) -> int:
@@ -53,12 +76,14 @@ def main(argv=None) -> int:
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--samples", type=int, default=40_000)
     p.add_argument("--models", nargs="+", default=["film"], choices=MODELS)
+    p.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"],
+                   help="FiLM rows without and/or with torch.compile of its FiLM-ed network")
     p.add_argument("--row", help=argparse.SUPPRESS)      # internal: run one row, print JSON
     p.add_argument("--out", default=str(ROOT / "results/bench"))
     a = p.parse_args(argv)
     if a.row:
-        model, features, batch, threads = a.row.split(",")
-        print(json.dumps(one_row(a.data, model, features, int(batch), int(threads), a.samples)))
+        model, features, batch, threads, comp = a.row.split(",")
+        print(json.dumps(one_row(a.data, model, features, int(batch), int(threads), a.samples, comp == "on")))
         return 0
     rows = []
     for features in a.features:
@@ -68,13 +93,14 @@ def main(argv=None) -> int:
         for model in a.models:
             for threads in a.threads:
                 for batch in a.batch_sizes:
-                    r = subprocess.run([sys.executable, __file__, "--data", a.data, "--samples", str(a.samples),
-                                        "--row", f"{model},{features},{batch},{threads}"],
-                                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-                    if r.returncode:
-                        raise SystemExit(r.stderr[-2000:])
-                    rows.append(json.loads(r.stdout.strip().splitlines()[-1]) | {"samples_per_row": a.samples})
-                    print(rows[-1], flush=True)
+                    for comp in (a.compile if model == "film" else ["off"]):
+                        r = subprocess.run([sys.executable, __file__, "--data", a.data, "--samples", str(a.samples),
+                                            "--row", f"{model},{features},{batch},{threads},{comp}"],
+                                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                        if r.returncode:
+                            raise SystemExit(r.stderr[-2000:])
+                        rows.append(json.loads(r.stdout.strip().splitlines()[-1]) | {"samples_per_row": a.samples})
+                        print(rows[-1], flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "maps.json").is_file():  # keep earlier rows this run did not measure again
@@ -90,12 +116,13 @@ def main(argv=None) -> int:
     lines = ["# The cpu preset's models on cached 10x10 maps: training throughput", "",
              "`python benchmarks/bench_maps.py` — the Trainer's samples/s over the row's train questions "
              "(data loading included, evaluation excluded), one row at a time.", "",
-             "| model | parameters | maps | channels | batch | threads | questions | samples/s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | parameters | maps | channels | batch | threads | compiled | questions | samples/s | matmul GFLOP/s before |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (MODELS.index(r.get("model", "film")), r["features"], r["threads"],
-                                         r["batch_size"])):
+                                         r["batch_size"], bool(r.get("compile")))):
         lines.append(f"| {r.get('model', 'film')} | {r['parameters']:,} | {r['features']} | {r['channels']} | "
-                     f"{r['batch_size']} | {r['threads']} | {r['samples_per_row']:,} | {r['samples_per_s']:,.0f} |")
+                     f"{r['batch_size']} | {r['threads']} | {'yes' if r.get('compile') else 'no'} | "
+                     f"{r['samples_per_row']:,} | {r['samples_per_s']:,.0f} | {r.get('matmul_gflops', 'not measured')} |")
     atomic_write_text(out / "maps.md", "\n".join(lines) + "\n")
     return 0
 
