@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=_positive, help="torch CPU threads")
     t.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (FiLM: its FiLM-ed network), on a GPU or the CPU")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     dl = command("download", help="download and extract the real CLEVR v1.0, CLEVR-CoGenT or CLEVR-Humans",
