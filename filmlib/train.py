@@ -116,6 +116,56 @@ def lr_factor(cfg: TrainConfig, samples: int) -> float:
     return floor + (1 - floor) * (1 - progress)
 
 
+def _openmp_runtime():
+    """torch's OpenMP runtime (GNU libgomp) as loaded in this process, or None (not Linux, or
+    another runtime)."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as maps:
+            path = next((line.split()[-1] for line in maps if "libgomp" in line.rsplit("/", 1)[-1]), None)
+    except OSError:
+        return None
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(path)
+        lib.GOMP_parallel, lib.omp_get_thread_num      # noqa: B018 - both must be there
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+def flush_denormal_all_threads(enabled: bool = True) -> int:
+    """``torch.set_flush_denormal(enabled)`` on this thread *and* on every thread of torch's
+    OpenMP pool; returns how many threads were set.
+
+    The processor's flush-to-zero mode is per thread, and ``torch.set_flush_denormal`` sets only
+    the calling one; threads made later inherit it, but the pool's threads exist from the first
+    parallel operation on. In a process that computed anything on 2 threads before training (a
+    notebook that caches maps first, say), one core then kept subnormal floats: notebook 02's FiLM
+    slowed from 740 to 470 questions/s as it learnt. Here each pool thread runs
+    ``torch.set_flush_denormal`` itself, inside one OpenMP parallel region (libgomp's
+    ``GOMP_parallel``, through ctypes). Elsewhere (no libgomp) only this thread is set."""
+    import ctypes
+    torch.set_flush_denormal(enabled)
+    lib = _openmp_runtime()
+    threads = torch.get_num_threads()
+    if lib is None or threads <= 1:
+        return 1
+    done = []
+    callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+    @callback
+    def body(_):
+        torch.set_flush_denormal(enabled)
+        done.append(lib.omp_get_thread_num())
+
+    lib.GOMP_parallel.argtypes = [callback, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+    lib.GOMP_parallel.restype = None
+    lib.GOMP_parallel(body, None, threads, 0)
+    return len(set(done))
+
+
 def seed_everything(seed: int):
     """Seed Python's, NumPy's and torch's global generators (model initialisation draws from torch's)."""
     random.seed(seed)
@@ -320,7 +370,7 @@ class Trainer:
         # 0.9 s with them and 0.32 s flushed to zero (the checkpoint at 1.5M questions, one thread).
         # Flushing them changes nothing measurable (they are below float32's normal range).
         if self.device.type == "cpu" and cfg.flush_denormal:
-            torch.set_flush_denormal(True)
+            flush_denormal_all_threads(True)
         if self.distributed:
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", local_rank)

@@ -133,18 +133,27 @@ def test_cpu_trainer_uses_fused_adam_and_channels_last(tmp_path):
 
 
 def test_cpu_trainer_flushes_subnormal_floats(tmp_path):
-    """Subnormals made late-training steps 3x slower on the CPU; the Trainer treats them as zero."""
-    torch.set_flush_denormal(False)                 # (an earlier test's Trainer may have turned it on)
-    tiny = torch.tensor([1e-39])                    # below float32's normal range
+    """Subnormals made late-training steps 3x slower on the CPU; the Trainer treats them as zero
+    on every thread of torch's pool, also when the pool was made before it (a notebook that
+    computed on 2 threads first: the flush mode is per thread)."""
+    from filmlib.train import flush_denormal_all_threads
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    many = torch.full((2_000_000,), 1e-39)          # below float32's normal range; split over 2 threads
     try:
-        assert (tiny * 1.0).item() != 0.0
+        flush_denormal_all_threads(False)
+        assert int(((many * 1.0) != 0).sum()) == many.numel()   # the pool exists now, not flushing
         Trainer(TinyModel(), TinyData(), None, TrainConfig(out_dir=str(tmp_path), progress=False, device="cpu",
                                                            flush_denormal=False))
-        assert (tiny * 1.0).item() != 0.0
-        Trainer(TinyModel(), TinyData(), None, TrainConfig(out_dir=str(tmp_path), progress=False, device="cpu"))
-        assert (tiny * 1.0).item() == 0.0
+        assert int(((many * 1.0) != 0).sum()) == many.numel()
+        Trainer(TinyModel(), TinyData(), None, TrainConfig(out_dir=str(tmp_path), progress=False, device="cpu",
+                                                           threads=2))
+        assert int(((many * 1.0) != 0).sum()) == 0             # every thread's share flushed
+        torch.set_flush_denormal(False)                          # this thread only: the pool's other
+        assert 0 < int(((many * 1.0) != 0).sum()) < many.numel()  # thread still flushes (the old bug's shape)
     finally:
-        torch.set_flush_denormal(False)
+        flush_denormal_all_threads(False)
+        torch.set_num_threads(threads)
 
 
 def test_loader_workers_default_to_none_on_the_cpu_and_some_on_a_gpu(tmp_path):
