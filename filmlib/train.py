@@ -38,6 +38,7 @@ import os
 import pickle
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -114,6 +115,16 @@ def lr_factor(cfg: TrainConfig, samples: int) -> float:
     if cfg.schedule == "warmup_cosine":
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     return floor + (1 - floor) * (1 - progress)
+
+
+def cpp_compiler_available() -> bool:
+    """Whether TorchInductor finds the C++ compiler it needs to compile for the CPU."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        get_cpp_compiler()
+        return True
+    except Exception:                              # noqa: BLE001 - InvalidCxxCompiler, or an older torch
+        return False
 
 
 def _openmp_runtime():
@@ -408,7 +419,10 @@ class Trainer:
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if cfg.compile:
+        if cfg.compile and self.device.type == "cpu" and not cpp_compiler_available():
+            warnings.warn("compile: TorchInductor finds no C++ compiler for the CPU (g++, or $CXX); "
+                          "training uncompiled (FiLM about 30% slower on 2 threads)", stacklevel=2)
+        elif cfg.compile:
             parts = getattr(self.model, "compile_parts", None)
             if parts is None:
                 self._net = torch.compile(self._net)

@@ -351,3 +351,21 @@ def test_resume_refuses_other_settings_but_allows_a_longer_budget(tmp_path):
     summary = Trainer(TinyModel(), TinyData(), None,
                       TrainConfig(**{**base, "max_samples": 96, "threads": 1, "time_limit_minutes": 5})).fit()
     assert summary["samples"] == 96
+
+
+def test_compile_without_a_cpp_compiler_trains_uncompiled_with_a_warning(tmp_path, monkeypatch):
+    """TorchInductor needs a C++ compiler on the CPU; without one (here: $CXX names none) the
+    cpu preset's ``compile`` falls back to eager training with a warning instead of failing."""
+    from filmlib.models.config import preset
+    from filmlib.models.model import FiLMModel
+    from filmlib.train import cpp_compiler_available
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    import torch._inductor.config as inductor_config
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-compiler")))
+    assert not cpp_compiler_available()
+    model = FiLMModel(preset("smoke", 12, 5, "pixels"))
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, batch_size=16, progress=False, device="cpu", compile=True)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        trainer = Trainer(model, FiLMShapedData(), None, cfg)
+    assert model.network._compiled_call_impl is None
+    assert trainer.fit()["steps"] == 4
