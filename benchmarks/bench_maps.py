@@ -63,7 +63,7 @@ def one_row(data: str, model: str, features: str, batch: int, threads: int, samp
              else train_baseline(data, out, model, **common))
     row = s["history"][-1]
     return {"model": model, "features": features, "channels": feature_shape(data, features)["feature_channels"],
-            "batch_size": batch, "threads": threads, "compile": compile, "samples": row["train_samples"],
+            "batch_size": batch, "threads": threads, "compile": bool(s.get("compiled")), "samples": row["train_samples"],
             "seconds": row["epoch_seconds"], "samples_per_s": row["samples_per_s"],
             "parameters": s["parameters"], "matmul_gflops": gflops}
 

@@ -32,6 +32,7 @@ checkpoint in place.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
 import os
@@ -117,13 +118,17 @@ def lr_factor(cfg: TrainConfig, samples: int) -> float:
     return floor + (1 - floor) * (1 - progress)
 
 
+@functools.lru_cache(maxsize=None)
 def cpp_compiler_available() -> bool:
-    """Whether TorchInductor finds the C++ compiler it needs to compile for the CPU."""
+    """Whether TorchInductor can compile for the CPU here: a C++ compiler it finds, and a tiny
+    function compiled and run with it (Python's headers and the rest of the toolchain included;
+    a few seconds, once per process)."""
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
         get_cpp_compiler()
-        return True
-    except Exception:                              # noqa: BLE001 - InvalidCxxCompiler, or an older torch
+        x = torch.arange(8.0)
+        return bool(torch.equal(torch.compile(lambda t: t.relu() + 1, dynamic=False)(x), x.relu() + 1))
+    except Exception:                              # noqa: BLE001 - InvalidCxxCompiler, a failed build, an older torch
         return False
 
 
@@ -133,17 +138,29 @@ def _openmp_runtime():
     import ctypes
     try:
         with open("/proc/self/maps") as maps:
-            path = next((line.split()[-1] for line in maps if "libgomp" in line.rsplit("/", 1)[-1]), None)
+            paths = {parts[5].strip() for parts in (line.split(maxsplit=5) for line in maps)
+                     if len(parts) == 6 and "libgomp" in parts[5].rsplit("/", 1)[-1]}
     except OSError:
         return None
-    if path is None:
+    if not paths:
         return None
+    ours = [p for p in paths if p.startswith(os.path.dirname(torch.__file__))]   # torch's own copy first
+    path = (ours or sorted(paths))[0]
     try:
         lib = ctypes.CDLL(path)
         lib.GOMP_parallel, lib.omp_get_thread_num      # noqa: B018 - both must be there
     except (OSError, AttributeError):
         return None
     return lib
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str):
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
 
 
 def flush_denormal_all_threads(enabled: bool = True) -> int:
@@ -154,14 +171,18 @@ def flush_denormal_all_threads(enabled: bool = True) -> int:
     the calling one; threads made later inherit it, but the pool's threads exist from the first
     parallel operation on. In a process that computed anything on 2 threads before training (a
     notebook that caches maps first, say), one core then kept subnormal floats: notebook 02's FiLM
-    slowed from 740 to 470 questions/s as it learnt. Here each pool thread runs
+    slowed from 740 to 356 questions/s as it learnt. Here each pool thread runs
     ``torch.set_flush_denormal`` itself, inside one OpenMP parallel region (libgomp's
     ``GOMP_parallel``, through ctypes). Elsewhere (no libgomp) only this thread is set."""
     import ctypes
     torch.set_flush_denormal(enabled)
     lib = _openmp_runtime()
     threads = torch.get_num_threads()
-    if lib is None or threads <= 1:
+    if threads <= 1:
+        return 1
+    if lib is None:
+        _warn_once("subnormal floats are flushed on this thread only: torch's OpenMP runtime is not "
+                   "libgomp here, so its other threads keep them (slower late in training)")
         return 1
     done = []
     callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -337,16 +358,24 @@ TRAJECTORY_KEYS = ("batch_size", "lr", "weight_decay", "seed", "schedule", "warm
 
 
 def _horizon(cfg: dict):
-    return None if cfg.get("schedule", "constant") == "constant" else (cfg.get("schedule_samples") or cfg.get("max_samples"))
+    """Where a schedule's decay ends (None: a schedule without one)."""
+    if cfg.get("schedule", "constant") in ("constant", "warmup_constant"):
+        return None
+    return cfg.get("schedule_samples") or cfg.get("max_samples")
 
 
 def _check_same_trajectory(path: Path, saved: dict, cfg: TrainConfig):
     """Refuse to resume ``path`` under settings that would make another run than the one it holds
     (a resumed run must end where an uninterrupted one would): say which, and what to do."""
-    now = asdict(cfg)
-    changed = [(k, saved[k], now[k]) for k in TRAJECTORY_KEYS if k in saved and saved[k] != now[k]]
-    if "schedule" in saved and _horizon(saved) != _horizon(now):
+    now, default = asdict(cfg), asdict(TrainConfig())
+    saved = {**{k: default[k] for k in TRAJECTORY_KEYS}, **saved}   # an older checkpoint: the defaults then
+    changed = [(k, saved[k], now[k]) for k in TRAJECTORY_KEYS if saved[k] != now[k]]
+    if _horizon(saved) != _horizon(now):
         changed.append(("schedule horizon (schedule_samples, else max_samples)", _horizon(saved), _horizon(now)))
+    for k in ("features", "curriculum"):                 # what the run reads, and in what order
+        a, b = (saved.get("extra") or {}).get(k), (now.get("extra") or {}).get(k)
+        if a != b:
+            changed.append((k, a, b))
     if changed:
         what = "; ".join(f"{k} {a!r} there, {b!r} now" for k, a, b in changed)
         raise CheckpointError(f"{path}: this run was trained with other settings ({what}); resuming would "
@@ -419,10 +448,13 @@ class Trainer:
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.compiled = False             # cfg.compile asks; this says whether it happened
         if cfg.compile and self.device.type == "cpu" and not cpp_compiler_available():
-            warnings.warn("compile: TorchInductor finds no C++ compiler for the CPU (g++, or $CXX); "
-                          "training uncompiled (FiLM about 30% slower on 2 threads)", stacklevel=2)
+            warnings.warn("compile: TorchInductor cannot compile for the CPU here (no C++ compiler such as "
+                          "g++, or a failed test build); training uncompiled (FiLM about 30% slower on 2 "
+                          "threads)", stacklevel=2)
         elif cfg.compile:
+            self.compiled = True
             parts = getattr(self.model, "compile_parts", None)
             if parts is None:
                 self._net = torch.compile(self._net)
@@ -626,6 +658,8 @@ class Trainer:
 
     def fit(self, resume: bool = True) -> dict:
         cfg = self.cfg
+        if self.device.type == "cpu" and cfg.flush_denormal:
+            flush_denormal_all_threads(True)       # again: OpenMP's pool belongs to the thread that trains
         last = self.out / "last.pt"
         if resume and last.exists():
             ckpt = load_checkpoint(last)
@@ -660,7 +694,7 @@ class Trainer:
                 self._log(row)
         return {"epochs": self.epoch, "steps": self.step, "best_val_accuracy": self.best_val,
                 "best_epoch": self.best_epoch, "train_minutes": self.train_seconds / 60,
-                "samples": self.samples, "history": self.history, "curve": self.curve}
+                "samples": self.samples, "history": self.history, "curve": self.curve, "compiled": self.compiled}
 
     def _log(self, row: dict):
         """Rewrite metrics.jsonl / metrics.csv from the history (which the checkpoint holds
