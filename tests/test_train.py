@@ -132,30 +132,41 @@ def test_cpu_trainer_uses_fused_adam_and_channels_last(tmp_path):
     assert not off.model.conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+FLUSH_CHECK = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+from tiny_run import TinyData, TinyModel
+from filmlib.train import Trainer, TrainConfig, _openmp_runtime
+torch.set_num_threads(2)
+many = torch.full((2_000_000,), 1e-39)               # below float32's normal range; split over 2 threads
+kept = lambda: int(((many * 1.0) != 0).sum())
+out = {"libgomp": _openmp_runtime() is not None, "before": kept()}   # the pool exists from here on
+Trainer(TinyModel(), TinyData(), None, TrainConfig(out_dir=sys.argv[2], progress=False, device="cpu",
+                                                   flush_denormal=False))
+out["off"] = kept()
+Trainer(TinyModel(), TinyData(), None, TrainConfig(out_dir=sys.argv[2], progress=False, device="cpu", threads=2))
+out["on"] = kept()
+torch.set_flush_denormal(False)                      # this thread only: the pool's other thread still flushes
+out["main_only_off"] = kept()
+print(json.dumps(out))
+"""
+
+
 def test_cpu_trainer_flushes_subnormal_floats(tmp_path):
     """Subnormals made late-training steps 3x slower on the CPU; the Trainer treats them as zero
     on every thread of torch's pool, also when the pool was made before it (a notebook that
-    computed on 2 threads first: the flush mode is per thread)."""
-    from filmlib.train import _openmp_runtime, flush_denormal_all_threads
-    if _openmp_runtime() is None:
+    computed on 2 threads first: the flush mode is per thread). In a fresh process: the mode is
+    process state that other tests change."""
+    r = subprocess.run([sys.executable, "-c", FLUSH_CHECK, str(HERE), str(tmp_path)], capture_output=True,
+                       text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    if not out["libgomp"]:
         pytest.skip("torch's OpenMP runtime here is not libgomp (each pool thread cannot be reached)")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    many = torch.full((2_000_000,), 1e-39)          # below float32's normal range; split over 2 threads
-    try:
-        flush_denormal_all_threads(False)
-        assert int(((many * 1.0) != 0).sum()) == many.numel()   # the pool exists now, not flushing
-        Trainer(TinyModel(), TinyData(), None, TrainConfig(out_dir=str(tmp_path), progress=False, device="cpu",
-                                                           flush_denormal=False))
-        assert int(((many * 1.0) != 0).sum()) == many.numel()
-        Trainer(TinyModel(), TinyData(), None, TrainConfig(out_dir=str(tmp_path), progress=False, device="cpu",
-                                                           threads=2))
-        assert int(((many * 1.0) != 0).sum()) == 0             # every thread's share flushed
-        torch.set_flush_denormal(False)                          # this thread only: the pool's other
-        assert 0 < int(((many * 1.0) != 0).sum()) < many.numel()  # thread still flushes (the old bug's shape)
-    finally:
-        flush_denormal_all_threads(False)
-        torch.set_num_threads(threads)
+    n = 2_000_000
+    assert out["before"] == n and out["off"] == n          # kept while the flush is off
+    assert out["on"] == 0                                   # every thread's share flushed
+    assert 0 < out["main_only_off"] < n                     # per thread: the old bug's shape
 
 
 def test_loader_workers_default_to_none_on_the_cpu_and_some_on_a_gpu(tmp_path):
