@@ -37,25 +37,11 @@ def _key(row: dict) -> tuple:
     return (row.get("model", "film"), row["features"], row["batch_size"], row["threads"], bool(row.get("compile")))
 
 
-def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """The best of ``repeats`` n x n fp32 matmuls on ``threads`` threads, in GFLOP/s."""
-    import time
-    import torch
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return round(2 * n ** 3 / best / 1e9, 1)
-
-
 def one_row(data: str, model: str, features: str, batch: int, threads: int, samples: int,
             compile: bool = False) -> dict:
     from filmlib.experiment import feature_shape, train_baseline, train_film
-    gflops = matmul_gflops(threads)
+    from bench_train import matmul_peak
+    gflops = round(matmul_peak(threads) / 1e9, 1)
     common = dict(preset_name="cpu", stem="features", features=features, epochs=1, batch_size=batch,
                   threads=threads, max_samples=samples, val_samples=256, patience=None, progress=False)
     with tempfile.TemporaryDirectory() as out:
