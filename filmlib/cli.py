@@ -99,14 +99,6 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _cuda_device(device: str) -> bool:
-    """Whether ``--device`` (already checked by ``_device``) trains on a GPU."""
-    if device == "auto":
-        import torch
-        return torch.cuda.is_available()
-    return device.startswith("cuda")
-
-
 def _device(text: str) -> str:
     """auto | cpu | cuda | cuda:N, a GPU only if this machine has it."""
     if text in ("auto", "cpu"):
@@ -314,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DataLoader worker processes (default: 0 on the CPU, up to 4 on a GPU, prefetching into pinned memory)")
     t.add_argument("--threads", type=_positive, help="torch CPU threads")
     t.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
-    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast: on a GPU, or a CPU with AMX / AVX512-BF16 "
+                   "(elsewhere it warns and trains fp32)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (FiLM: its FiLM-ed network), on a GPU or the CPU")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -587,9 +580,6 @@ def _run(args) -> dict:
             raise UsageError("--warmup needs a warm-up --schedule (warmup_constant, warmup_cosine, warmup_linear)")
         if args.curve_samples and not args.eval_every:
             raise UsageError("--curve-samples sizes the curve points of --eval-every: add --eval-every N")
-        if args.bf16 and not _cuda_device(args.device):
-            raise UsageError(f"--bf16 autocasts on a GPU only, and --device {args.device} trains on the CPU "
-                             f"here; drop --bf16")
         _need_data(args.data, ("train", "val"))
         _out_folder(args.out)
         optim = {k: v for k, v in (("lr", args.lr), ("weight_decay", args.weight_decay)) if v is not None}

@@ -118,7 +118,8 @@ def train_film(data_dir, out_dir, *, preset_name: str = "cpu", stem: str | None 
 
 
 TRAIN_KEYS = ("batch_size", "lr", "weight_decay", "schedule", "warmup_samples", "min_lr_ratio", "max_samples",
-              "epochs", "max_steps_per_epoch", "time_limit_minutes", "patience", "threads", "compile")
+              "epochs", "max_steps_per_epoch", "time_limit_minutes", "patience", "threads", "compile",
+              "bf16")
 
 
 def film_train_kwargs(film: dict) -> dict:
@@ -375,7 +376,7 @@ def table1_runs(results_dir, scale: str) -> dict[str, Path]:
 def _budget_kwargs(film: dict, base: dict, kind: str) -> dict:
     """The Trainer settings a baseline shares with FiLM (question budget, schedule, batch, curve
     points) when the scale gives baselines a learning-rate grid."""
-    kw = {k: film[k] for k in ("batch_size", "schedule", "warmup_samples", "min_lr_ratio") if k in film}
+    kw = {k: film[k] for k in ("batch_size", "schedule", "warmup_samples", "min_lr_ratio", "bf16") if k in film}
     kw.update(epochs=base.get("epochs", 1000), patience=base.get("patience"),
               max_steps_per_epoch=base.get("max_steps_per_epoch"), threads=base.get("threads"),
               val_samples=base.get("val_samples"), eval_every_samples=film.get("eval_every"),

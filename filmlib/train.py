@@ -22,8 +22,10 @@ For time-to-accuracy runs, three switches (all off by default):
   questions, each epoch draws only from the questions up to a level that rises with the
   questions seen (level k of L opens at k/L of the way); after that, from all of them.
 
-DistributedDataParallel is switched on by the environment ``torchrun`` sets; bf16 autocast
-is a switch for GPUs; ``compile`` runs ``torch.compile`` on the model's compilable parts (a
+DistributedDataParallel is switched on by the environment ``torchrun`` sets; ``bf16`` autocasts
+to bfloat16 on a GPU, and on a CPU that multiplies bf16 in hardware (AMX, AVX512-BF16: oneDNN's
+bf16 products run several times faster than fp32 there; elsewhere it warns and trains fp32);
+``compile`` runs ``torch.compile`` on the model's compilable parts (a
 model's ``compile_parts()``, else the whole model), on the CPU too: it fuses FiLM's batch norm,
 affine and ReLU and their gradients, about a third faster on 2 threads (benchmarks/bench_maps.py). Metrics go to ``metrics.jsonl`` and
 ``metrics.csv``; a NaN loss stops the run with a clear message and leaves the last good
@@ -73,7 +75,7 @@ class TrainConfig:
     num_workers: int | None = None    # loader processes (None: 0 on the CPU, up to 4 on a GPU, which
                                       # then prefetch 2 batches each into pinned memory)
     device: str = "auto"              # auto | cpu | cuda | cuda:N
-    bf16: bool = False                # autocast to bfloat16 (GPU)
+    bf16: bool = False                # autocast to bfloat16 (GPU; CPU with native bf16: AMX / AVX512-BF16)
     compile: bool = False             # torch.compile the model's compile_parts() (else the model)
     threads: int | None = None        # torch CPU threads (None: torch's default)
     channels_last: bool | None = None # NHWC images and conv weights (None: yes, on the CPU (oneDNN's
@@ -129,6 +131,18 @@ def cpp_compiler_available() -> bool:
         x = torch.arange(8.0)
         return bool(torch.equal(torch.compile(lambda t: t.relu() + 1, dynamic=False)(x), x.relu() + 1))
     except Exception:                              # noqa: BLE001 - InvalidCxxCompiler, a failed build, an older torch
+        return False
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX tiles or AVX512-BF16), where oneDNN's
+    bf16 products run several times faster than fp32; elsewhere a CPU autocast to bf16 emulates
+    them and is slower than fp32."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    try:
+        return any(bool(check()) for check in checks if check is not None)
+    except Exception:                              # noqa: BLE001 - a torch without these probes
         return False
 
 
@@ -448,6 +462,10 @@ class Trainer:
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.bf16 = cfg.bf16 and (self.device.type == "cuda" or self.device.type == "cpu" and cpu_bf16_native())
+        if cfg.bf16 and not self.bf16:
+            warnings.warn(f"bf16: this CPU has no native bfloat16 arithmetic (AMX or AVX512-BF16), where "
+                          f"autocast would be slower than fp32; training in fp32 on {self.device}", stacklevel=2)
         self.compiled = False             # cfg.compile asks; this says whether it happened
         if cfg.compile and self.device.type == "cpu" and not cpp_compiler_available():
             warnings.warn("compile: TorchInductor cannot compile for the CPU here (no C++ compiler such as "
@@ -511,8 +529,7 @@ class Trainer:
         return visual
 
     def _autocast(self):
-        enabled = self.cfg.bf16 and self.device.type == "cuda"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def curriculum_pool(self, samples: int) -> np.ndarray | None:
         """The train questions an epoch starting after ``samples`` questions draws from."""
@@ -694,7 +711,8 @@ class Trainer:
                 self._log(row)
         return {"epochs": self.epoch, "steps": self.step, "best_val_accuracy": self.best_val,
                 "best_epoch": self.best_epoch, "train_minutes": self.train_seconds / 60,
-                "samples": self.samples, "history": self.history, "curve": self.curve, "compiled": self.compiled}
+                "samples": self.samples, "history": self.history, "curve": self.curve, "compiled": self.compiled,
+                "bf16": self.bf16}
 
     def _log(self, row: dict):
         """Rewrite metrics.jsonl / metrics.csv from the history (which the checkpoint holds

@@ -353,11 +353,6 @@ def train_curve_samples_without_eval_every(c, tmp):
     return {"args": train(c, tmp / "run", "--curve-samples", "100"), "culprit": "--eval-every"}
 
 
-@case(2)
-def train_bf16_on_the_cpu(c, tmp):
-    return {"args": train(c, tmp / "run", "--device", "cpu", "--bf16"), "culprit": "--bf16"}
-
-
 @case(1)
 def train_missing_data_folder(c, tmp):
     args = train(c, tmp / "run")

@@ -206,19 +206,21 @@ def test_train_cli_reads_named_features_with_a_schedule(prepared, tmp_path):
     assert ckpt["train_config"]["schedule_samples"] == 64 and ckpt["train_config"]["extra"]["features"] == "oracle"
 
 
-def test_bench_maps_rows_with_and_without_compile(prepared, tmp_path):
-    """benchmarks/bench_maps.py trains real rows (FiLM plain and compiled) through the Trainer and
-    records each row's matmul speed next to its samples/s."""
+def test_bench_maps_rows_with_and_without_compile_and_bf16(prepared, tmp_path):
+    """benchmarks/bench_maps.py trains real rows (FiLM plain and compiled, each in fp32 and under a
+    bf16 autocast) through the Trainer and records each row's matmul speed next to its samples/s."""
+    from filmlib.train import cpu_bf16_native
     from pathlib import Path
     if not (prepared / "h5" / "train_oracle.h5").is_file():
         assert cli("scene-maps", "--root", str(prepared / "raw"), "--out", str(prepared / "h5")).returncode == 0
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_maps.py"
     r = subprocess.run([sys.executable, str(bench), "--data", str(prepared / "h5"), "--features", "oracle",
                         "--batch-sizes", "16", "--threads", "1", "--samples", "64", "--compile", "off", "on",
-                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+                        "--bf16", "off", "on", "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((tmp_path / "maps.json").read_text())["rows"]
-    assert [row["compile"] for row in rows] == [False, True]
+    assert [(row["compile"], row["bf16"]) for row in rows] == [(False, False), (False, cpu_bf16_native()),
+                                                             (True, False), (True, cpu_bf16_native())]
     assert all(row["samples"] == 64 and row["samples_per_s"] > 0 and row["matmul_gflops"] > 0 for row in rows)
     table = (tmp_path / "maps.md").read_text()
-    assert "| compiled |" in table and "| yes |" in table and "| no |" in table
+    assert "| compiled | bf16 |" in table and "| yes |" in table and "| no |" in table

@@ -127,3 +127,17 @@ def test_backward_picks_the_product_by_channel_count(channels, used, monkeypatch
     conv = StemConv2d(channels, 4, fast=True)
     conv(nhwc(torch.randn(1, channels, 8, 8))).sum().backward()
     assert calls == [used]
+
+
+def test_under_a_cpu_autocast_it_is_the_plain_convolution():
+    """Under a bf16 autocast the input is fp32 but the product is bf16: the fast weight gradient
+    (fp32 products) is not taken, and forward and backward run as nn.Conv2d's do."""
+    conv = StemConv2d(3, 8)
+    x = nhwc(torch.randn(2, 3, 96, 96))
+    assert conv.use_fast_path(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not conv.use_fast_path(x)
+        y = conv(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert conv.weight.grad.dtype == torch.float32 and torch.isfinite(conv.weight.grad).all()

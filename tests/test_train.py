@@ -397,3 +397,33 @@ def test_compile_without_a_cpp_compiler_trains_uncompiled_with_a_warning(tmp_pat
         assert summary["steps"] == 4 and summary["compiled"] is False
     finally:
         request_cleanup()                                 # later tests ask again, with the real setting
+
+
+def test_bf16_on_a_cpu_with_native_bfloat16_autocasts_the_steps(tmp_path, monkeypatch):
+    """``bf16`` on the CPU: where the CPU multiplies bf16 in hardware, the training steps run under
+    a bfloat16 autocast (the pixel stem's convolutions included) with fp32 weights, and the
+    checkpoint stays fp32."""
+    from filmlib.models.config import preset
+    from filmlib.models.model import FiLMModel
+    import filmlib.train as train_module
+    monkeypatch.setattr(train_module, "cpu_bf16_native", lambda: True)   # the path, not this CPU's speed
+    torch.manual_seed(0)
+    model = FiLMModel(preset("smoke", 12, 5, "pixels"))
+    seen = []
+    model.register_forward_hook(lambda m, args, out: seen.append((out.dtype, torch.is_autocast_enabled("cpu"))))
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, batch_size=16, progress=False, device="cpu", bf16=True)
+    summary = Trainer(model, FiLMShapedData(), FiLMShapedData(16), cfg).fit()
+    assert summary["bf16"] is True and summary["steps"] == 4
+    assert seen[0] == (torch.bfloat16, True)
+    assert torch.isfinite(torch.tensor(summary["history"][0]["train_loss"]))
+    assert all(v.dtype == torch.float32 for v in load_checkpoint(tmp_path / "last.pt")["model"].values()
+               if v.is_floating_point())
+
+
+def test_bf16_on_a_cpu_without_native_bfloat16_trains_fp32_with_a_warning(tmp_path, monkeypatch):
+    import filmlib.train as train_module
+    monkeypatch.setattr(train_module, "cpu_bf16_native", lambda: False)
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, batch_size=8, progress=False, device="cpu", bf16=True)
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        trainer = Trainer(TinyModel(), TinyData(), None, cfg)
+    assert trainer.fit()["bf16"] is False

@@ -25,7 +25,7 @@ freed memory kept) four interleaved pairs took 140-214 ms against oneDNN's 231-2
 The forward pass and the input gradient stay with oneDNN (they run near peak already). The
 weight gradient matches oneDNN's to float rounding (tests compare them, and run ``gradcheck``).
 ``StemConv2d`` is an ``nn.Conv2d`` (same parameters, same state_dict); it takes the fast path
-only where it measured faster: CPU, float32, channels-last input, an output of at least 28x28, and
+only where it measured faster: CPU, float32 (no autocast), channels-last input, an output of at least 28x28, and
 at least 64 input channels (space to depth) or at most 4 (unfolded patches). Everywhere else it is
 ``nn.Conv2d``.
 """
@@ -135,6 +135,7 @@ class StemConv2d(nn.Conv2d):
         if self.fast is not None:
             return self.fast and x.dim() == 4 and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
         return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+                and not torch.is_autocast_enabled("cpu")      # bf16: oneDNN's own bf16 kernels
                 and self.weight.requires_grad and torch.is_grad_enabled()
                 and x.is_contiguous(memory_format=torch.channels_last)
                 and (self.in_channels >= MIN_CHANNELS or self.in_channels <= MAX_IM2COL_CHANNELS)
