@@ -219,7 +219,8 @@ def table(out_root, thresholds=(0.6, 0.8, 0.85, 0.9)) -> str:
         last = curve[-1] if curve else {"samples": 0, "train_minutes": 0}
         best = max((p["val_accuracy"] for p in curve if p["val_accuracy"] is not None), default=None)
         hits = reached(curve, thresholds)
-        cells = [name + ("" if summary else " (unfinished)"), recipe.stem, recipe.optimiser, str(recipe.batch_size),
+        unfinished = not summary or summary.get("finished") is False      # no summary, or a paused run's
+        cells = [name + (" (unfinished)" if unfinished else ""), recipe.stem, recipe.optimiser, str(recipe.batch_size),
                  recipe.order,
                  ", ".join(f"{k} {v}" for k, v in recipe.model.items()) or "cpu preset",
                  f"{last['samples']:,}", f"{last['train_minutes']:.0f}",

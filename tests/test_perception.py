@@ -189,6 +189,12 @@ def test_study_recipe_runs_resumes_and_tabulates(prepared, tmp_path):
     assert study.run_recipe(recipe, prepared / "h5", tmp_path, preset_name="smoke") == s   # kept
     text = study.table(tmp_path)
     assert "| tiny | oracle | Adam 0.001, warm-up 0k, cosine | 16 | random |" in text and "128" in text
+    paused = tmp_path / "paused"                       # a summary written for a run stopped before its budget
+    paused.mkdir()
+    (paused / "curve.jsonl").write_text((tmp_path / "tiny" / "curve.jsonl").read_text())
+    (paused / "summary.json").write_text(json.dumps({**s, "recipe": {**s["recipe"], "name": "paused"},
+                                                      "finished": False}))
+    assert "| paused (unfinished) | oracle |" in study.table(tmp_path)
     with pytest.raises(ValueError, match="stem must be one of"):
         study.Recipe(name="x", stem="resnet")
 
