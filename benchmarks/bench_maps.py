@@ -12,11 +12,11 @@ a process of its own, and reports the Trainer's samples/s (the epoch's training 
 loading included, evaluation and start-up excluded). Rows run one at a time, so each has the
 machine's cores to itself. Writes results/bench/maps.json and maps.md; rows measured before
 with other settings are kept (a row is replaced only by a new measurement of the same model,
-maps, batch, threads and compile). ``--compile on`` trains FiLM with ``torch.compile`` of its
+maps, batch, threads, compile and bf16). ``--compile on`` trains FiLM with ``torch.compile`` of its
 FiLM-ed network (the cpu preset's setting; the baselines are not compiled); its samples/s
 include the compilation (about half a minute), so use at least 40,000 questions. ``--bf16 on``
-trains under a bfloat16 autocast (every model; on a CPU without AMX / AVX512-BF16 the Trainer
-falls back to fp32 and the row says so: its ``bf16`` is what ran). Each row also
+trains under a bfloat16 autocast (every model; on a CPU without AMX / AVX512-BF16 there are no
+bf16 rows, since the Trainer would train fp32; each row's ``bf16`` is what ran). Each row also
 records the machine's fp32 matmul GFLOP/s on its threads just before it: this machine's speed
 drifts (83-318 GFLOP/s on 2 threads across sessions), and a row is only comparable with rows
 measured at a similar speed.
@@ -80,6 +80,11 @@ def main(argv=None) -> int:
         print(json.dumps(one_row(a.data, model, features, int(batch), int(threads), a.samples, comp == "on",
                                  bf16 == "on")))
         return 0
+    from filmlib.train import cpu_bf16_native
+    if "on" in a.bf16 and not cpu_bf16_native():
+        print("no bf16 rows: this CPU has no native bfloat16 (AMX / AVX512-BF16); the Trainer would train fp32",
+              file=sys.stderr)
+        a.bf16 = ["off"]
     rows = []
     for features in a.features:
         if not (Path(a.data) / f"train_{features}.h5").is_file():
@@ -104,7 +109,6 @@ def main(argv=None) -> int:
         kept = [r | {"samples_per_row": r.get("samples_per_row", earlier["meta"].get("samples_per_row"))}
                 for r in earlier["rows"] if _key(r) not in fresh]
         rows = kept + rows
-    from filmlib.train import cpu_bf16_native
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "cpu_bf16_native": cpu_bf16_native(),
             "data": a.data, "samples_per_row": a.samples}

@@ -374,8 +374,8 @@ def table1_runs(results_dir, scale: str) -> dict[str, Path]:
 
 
 def _budget_kwargs(film: dict, base: dict, kind: str) -> dict:
-    """The Trainer settings a baseline shares with FiLM (question budget, schedule, batch, curve
-    points) when the scale gives baselines a learning-rate grid."""
+    """The Trainer settings a baseline shares with FiLM (question budget, schedule, batch, bf16
+    autocast, curve points) when the scale gives baselines a learning-rate grid."""
     kw = {k: film[k] for k in ("batch_size", "schedule", "warmup_samples", "min_lr_ratio", "bf16") if k in film}
     kw.update(epochs=base.get("epochs", 1000), patience=base.get("patience"),
               max_steps_per_epoch=base.get("max_steps_per_epoch"), threads=base.get("threads"),
@@ -409,7 +409,7 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
     section ``baselines``) into ``results_dir/<kind>_<scale>``; returns {row name: val metrics}.
 
     With ``lr_grid`` in the section (the ``cpu`` scale), every trained model gets FiLM's question
-    budget, batch and schedule (section ``film``) and its own peak learning rate, picked on val
+    budget, batch, schedule and precision (section ``film``) and its own peak learning rate, picked on val
     from the grid by pilot runs (:func:`pick_lr`) — as many questions as FiLM's run of the scale
     saw, when it has been scored (:func:`film_questions_seen`); with ``raw_pixels: true`` FiLM from
     raw pixels (FiLM's recipe, lr and schedule with ``stem: pixels``; its budget

@@ -138,7 +138,7 @@ def run_recipe(recipe: Recipe, data_dir, out_root, *, eval_every: int = 50_000,
         curriculum=recipe.curriculum, curriculum_samples=recipe.curriculum_samples or None,
         **_stem_args(recipe, Path(data_dir), perception_checkpoint))
     curve = result["curve"]
-    summary = {"recipe": recipe.to_dict(), "samples": result["samples"],
+    summary = {"recipe": recipe.to_dict(), "finished": result["samples"] >= budget, "samples": result["samples"],
                "train_minutes": round(result["train_minutes"], 2), "parameters": result["parameters"],
                "final_val_accuracy": result["history"][-1].get("val_accuracy") if result["history"] else None,
                "best_curve_accuracy": max((p["val_accuracy"] for p in curve), default=None),

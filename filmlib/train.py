@@ -139,11 +139,13 @@ def cpu_bf16_native() -> bool:
     bf16 products run several times faster than fp32; elsewhere a CPU autocast to bf16 emulates
     them and is slower than fp32."""
     cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    try:
-        return any(bool(check()) for check in checks if check is not None)
-    except Exception:                              # noqa: BLE001 - a torch without these probes
-        return False
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        try:
+            if bool(getattr(cpu, name)()):
+                return True
+        except Exception:                          # noqa: BLE001 - a torch without this probe
+            pass
+    return False
 
 
 def _openmp_runtime():
@@ -490,7 +492,8 @@ class Trainer:
                 "train_config": asdict(self.cfg),
                 "model_config": self.model_config, "torch_rng": torch.get_rng_state(),
                 "samples": self.samples, "curve": self.curve, "epoch_batches": self.epoch_batches,
-                "epoch_partial": self.epoch_partial, "epoch_start_samples": self.epoch_start_samples}
+                "epoch_partial": self.epoch_partial, "epoch_start_samples": self.epoch_start_samples,
+                "bf16_used": self.bf16}
 
     def load_state(self, ckpt: dict):
         self.model.load_state_dict(ckpt["model"])
@@ -681,6 +684,12 @@ class Trainer:
         if resume and last.exists():
             ckpt = load_checkpoint(last)
             _check_same_trajectory(last, ckpt.get("train_config") or {}, cfg)
+            if ckpt.get("bf16_used") is not None and ckpt["bf16_used"] != self.bf16:
+                precision = {True: "a bf16 autocast", False: "fp32"}
+                warnings.warn(f"{last}: its {ckpt.get('samples', 0):,} questions so far were trained in "
+                              f"{precision[ckpt['bf16_used']]}; the rest train in {precision[self.bf16]} "
+                              f"(bf16 {'off' if not cfg.bf16 else 'unavailable on this CPU'}): the same "
+                              f"recipe, with other rounding", stacklevel=2)
             self.load_state(ckpt)
         stale = 0 if self.best_epoch < 0 else self.epoch - self.best_epoch
         while self.epoch < cfg.epochs:

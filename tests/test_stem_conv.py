@@ -140,4 +140,11 @@ def test_under_a_cpu_autocast_it_is_the_plain_convolution():
         y = conv(x)
     assert y.dtype == torch.bfloat16
     y.float().sum().backward()
-    assert conv.weight.grad.dtype == torch.float32 and torch.isfinite(conv.weight.grad).all()
+    plain = torch.nn.Conv2d(3, 8, 4, stride=2, padding=1)
+    plain.load_state_dict(conv.state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain(x).float().sum().backward()
+    torch.testing.assert_close(conv.weight.grad, plain.weight.grad)       # the same path, the same numbers
+    assert StemConv2d(3, 8, fast=True).use_fast_path(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not StemConv2d(3, 8, fast=True).use_fast_path(x)       # forced or not

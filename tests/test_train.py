@@ -427,3 +427,38 @@ def test_bf16_on_a_cpu_without_native_bfloat16_trains_fp32_with_a_warning(tmp_pa
     with pytest.warns(UserWarning, match="no native bfloat16"):
         trainer = Trainer(TinyModel(), TinyData(), None, cfg)
     assert trainer.fit()["bf16"] is False
+
+
+def test_compile_and_bf16_together_as_the_cpu_preset_trains(tmp_path, monkeypatch):
+    """The cpu preset's own combination: the FiLM-ed network compiled, the steps under a bf16
+    autocast (its products bf16, as on a CPU with AMX)."""
+    from filmlib.models.config import preset
+    from filmlib.models.model import FiLMModel
+    import filmlib.train as train_module
+    if not train_module.cpp_compiler_available():
+        pytest.skip("TorchInductor cannot compile for the CPU on this machine (no C++ compiler)")
+    monkeypatch.setattr(train_module, "cpu_bf16_native", lambda: True)
+    torch.manual_seed(0)
+    model = FiLMModel(preset("smoke", 12, 5, "pixels"))
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=2, batch_size=16, progress=False, device="cpu",
+                      compile=True, bf16=True)
+    summary = Trainer(model, FiLMShapedData(), FiLMShapedData(16), cfg).fit()
+    assert summary["compiled"] is True and summary["bf16"] is True and summary["steps"] == 8
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in summary["history"])
+
+
+def test_resuming_in_another_precision_warns_naming_the_checkpoint(tmp_path, monkeypatch):
+    """A run resumes in bf16 or fp32 whatever it began in (the recipe is the same; a CPU without
+    native bf16 cannot do otherwise), but says so: the checkpoint records the precision it ran in."""
+    import filmlib.train as train_module
+    monkeypatch.setattr(train_module, "cpu_bf16_native", lambda: True)
+    base = dict(out_dir=str(tmp_path), epochs=1, batch_size=8, progress=False, device="cpu", bf16=True)
+    Trainer(TinyModel(), TinyData(), None, TrainConfig(**base)).fit()
+    assert load_checkpoint(tmp_path / "last.pt")["bf16_used"] is True
+    monkeypatch.setattr(train_module, "cpu_bf16_native", lambda: False)
+    with pytest.warns(UserWarning) as caught:
+        trainer = Trainer(TinyModel(), TinyData(), None, TrainConfig(**{**base, "epochs": 2}))
+        summary = trainer.fit()
+    text = " ".join(str(w.message) for w in caught)
+    assert "last.pt" in text and "trained in a bf16 autocast; the rest train in fp32" in text
+    assert summary["epochs"] == 2 and summary["bf16"] is False

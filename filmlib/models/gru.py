@@ -44,7 +44,7 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """x @ weight.T (+ bias): oneDNN for float32 on the CPU, addmm otherwise."""
     if _LINEAR is not None and x.dtype == torch.float32 and x.device.type == "cpu":
         return _LINEAR(x, weight, bias, "none", [], "")
-    weight = weight.to(x.dtype)                 # e.g. bfloat16 states under a CPU autocast
+    weight = weight.to(x.dtype)                 # e.g. a float64 or bfloat16 model
     return torch.addmm(bias.to(x.dtype), x, weight.t()) if bias is not None else x @ weight.t()
 
 
@@ -67,7 +67,7 @@ def _step_products(w: Tensor, backward: bool):
     weight = w if not backward else w.t() if packed is not None else _transpose(w)
 
     def product(x: Tensor, bias: Tensor | None = None) -> Tensor:
-        if packed is not None and x.dtype == torch.float32:     # not e.g. under a CPU autocast
+        if packed is not None and x.dtype == torch.float32:
             return panel_gemm.matmul(x.contiguous(), packed, None if bias is None else bias.contiguous())
         return _linear(x, weight, bias)
     return product

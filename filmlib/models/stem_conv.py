@@ -132,10 +132,11 @@ class StemConv2d(nn.Conv2d):
         self.fast = fast
 
     def use_fast_path(self, x: Tensor) -> bool:
+        if torch.is_autocast_enabled("cpu") and x.device.type == "cpu":
+            return False                                  # bf16 products: oneDNN's own bf16 kernels
         if self.fast is not None:
             return self.fast and x.dim() == 4 and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
         return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-                and not torch.is_autocast_enabled("cpu")      # bf16: oneDNN's own bf16 kernels
                 and self.weight.requires_grad and torch.is_grad_enabled()
                 and x.is_contiguous(memory_format=torch.channels_last)
                 and (self.in_channels >= MIN_CHANNELS or self.in_channels <= MAX_IM2COL_CHANNELS)
