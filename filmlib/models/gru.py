@@ -165,6 +165,7 @@ class _GRURecurrence(torch.autograd.Function):
         return dxg.view(tokens, 3 * H), grad_w, grad_b, None
 
 
+@torch.compiler.disable      # a Python loop over steps, not traceable; a whole-model compile runs it eagerly
 def last_states(rnn: nn.GRU, x: Tensor, lengths: Tensor) -> Tensor:
     """The GRU state after each sequence's last real step: x (N, T, E) batch-first, lengths (N,)
     (each >= 1) -> (N, H), in the input order. Same numbers as running ``rnn`` on a packed sequence."""
