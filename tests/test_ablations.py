@@ -1,0 +1,97 @@
+"""filmlib.ablations: the rows, the runner's skip and resume logic, the tables."""
+import copy
+import json
+
+import pytest
+
+from filmlib import ablations
+from filmlib.config import load_scale
+from filmlib.models.config import ABLATIONS, DEPTHS
+
+from test_experiment import prepared  # noqa: F401  (the module-scoped tiny dataset)
+
+
+def test_variants_cover_table2_and_table3_once():
+    rows = ablations.variants()
+    names = [v.name for v in rows]
+    assert len(names) == len(set(names))
+    t2 = [v for v in rows if v.table == "table2"]
+    assert [v.name for v in t2] == ["best", *ABLATIONS]
+    assert all(v.paper == ablations.PAPER_TABLE2[v.name] for v in t2)
+    t3 = [v for v in rows if v.table == "table3"]
+    assert sorted(v.changes["num_blocks"] for v in t3) == [d for d in DEPTHS if d != ablations.BEST_DEPTH]
+    seeded = ablations.variants({"best": [0, 1], "gamma=1": [2]})
+    extra = seeded[len(rows):]
+    assert [(v.name, v.seed, v.ablation) for v in extra] == [("best_seed1", 1, None), ("gamma=1_seed2", 2, "gamma=1")]
+    with pytest.raises(ValueError, match="unknown row 'nope'"):
+        ablations.variants({"nope": [1]})
+
+
+@pytest.fixture
+def smoke_pixels(monkeypatch):
+    """The smoke scale with FiLM on raw pixels (the tiny dataset has no perception maps)."""
+    cfg = copy.deepcopy(load_scale("smoke"))
+    cfg["film"].update(stem="pixels", features=None)
+    monkeypatch.setattr(ablations, "load_scale", lambda scale: cfg)
+    return cfg
+
+
+def test_runner_trains_scores_then_skips_finished_rows(prepared, tmp_path, smoke_pixels, monkeypatch):
+    data = prepared / "h5"
+    names = ["best", "beta=0", "depth_1"]
+    out = ablations.run_ablations("smoke", data, tmp_path, names=names, lanes=1, progress=False)
+    assert set(out) == set(names)
+    budget = smoke_pixels["ablations"]["max_samples"]
+    for name in names:
+        run = tmp_path / "ablations_smoke" / name
+        assert ablations.trained(run, budget, None)
+        assert 0 <= out[name]["val_accuracy"] <= 1 and out[name]["samples"] >= budget
+    from filmlib.experiment import load_run
+    assert load_run(tmp_path / "ablations_smoke" / "depth_1")[0].cfg.num_blocks == 1
+    assert load_run(tmp_path / "ablations_smoke" / "beta=0")[0].cfg.beta == "zero"
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "ablations_smoke").rglob("*") if p.is_file()}
+
+    calls = []
+    monkeypatch.setattr(ablations, "train_variant", lambda **kw: calls.append(kw["variant"]["name"]))
+    again = ablations.run_ablations("smoke", data, tmp_path, names=names, lanes=1, progress=False)
+    assert calls == []                                    # every row had spent its budget
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps   # nothing retrained or rescored
+    assert again == json.loads(json.dumps(out))            # read back from each metrics.json
+
+
+def test_a_run_short_of_its_budget_is_resumed(prepared, tmp_path, smoke_pixels, monkeypatch):
+    data = prepared / "h5"
+    ablations.run_ablations("smoke", data, tmp_path, names=["best"], lanes=1, progress=False)
+    run = tmp_path / "ablations_smoke" / "best"
+    budget = smoke_pixels["ablations"]["max_samples"]
+    assert not ablations.trained(run, budget + 1000, None)       # a bigger budget: not done
+    assert ablations.trained(run, budget + 1000, minutes=0.0)    # unless its time guard is spent
+    smoke_pixels["ablations"]["max_samples"] = budget + 1000
+    calls = []
+    monkeypatch.setattr(ablations, "train_variant", lambda **kw: calls.append(kw["variant"]["name"]))
+    monkeypatch.setattr(ablations, "evaluate_run", lambda *a, **k: {})
+    ablations.run_ablations("smoke", data, tmp_path, names=["best", "gamma=1"], lanes=1, progress=False)
+    assert calls == ["best", "gamma=1"]
+    with pytest.raises(ValueError, match="unknown ablation rows: nope"):
+        ablations.run_ablations("smoke", data, tmp_path, names=["nope"])
+
+
+def test_tables_put_the_papers_column_beside_ours(prepared, tmp_path, smoke_pixels):
+    data = prepared / "h5"
+    ablations.run_ablations("smoke", data, tmp_path, names=["best", "gamma=1", "depth_2", "best_seed1"],
+                            lanes=1, progress=False)
+    rows = ablations.write_tables("smoke", tmp_path)
+    t2 = {r["name"]: r for r in rows["table2"]}
+    assert set(t2) == {"best", "gamma=1", "best_seed1"}
+    assert t2["gamma=1"]["paper"] == 95.9 and t2["gamma=1"]["paper_minus_best"] == -1.5
+    best = json.loads((tmp_path / "ablations_smoke" / "best" / "metrics.json").read_text())
+    assert t2["gamma=1"]["ours_minus_best"] == pytest.approx(t2["gamma=1"]["ours"] - round(100 * best["val_accuracy"], 1), abs=0.11)
+    assert 0 <= t2["gamma=1"]["p_value"] <= 1 and "p_value" not in t2["best"]
+    assert t2["best_seed1"]["seed"] == 1
+    t3 = rows["table3"]
+    assert [r["name"] for r in t3] == ["depth_2", "best", "best_seed1"]
+    assert t3[1]["row"] == "4 ResBlocks (best)" and t3[0]["paper"] == 97.1
+    md = (tmp_path / "table2_smoke.md").read_text()
+    assert "| γ := 1 | 0 |" in md and "quoted, not run here" in md
+    assert (tmp_path / "table3_smoke.csv").read_text().splitlines()[0].startswith("row,seed,ours,paper")
+    ablations.plot_table(rows["table2"])
