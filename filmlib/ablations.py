@@ -68,7 +68,7 @@ def variants(seeds: dict[str, list[int]] | None = None, base_seed: int = 0) -> l
     rows = [Variant("best", TABLE2_LABELS["best"], "table2", paper=PAPER_TABLE2["best"], seed=base_seed)]
     rows += [Variant(a, TABLE2_LABELS[a], "table2", ablation=a, paper=PAPER_TABLE2[a], seed=base_seed)
              for a in ABLATIONS]
-    rows += [Variant(f"depth_{d}", f"{d} ResBlocks", "table3", changes={"num_blocks": d}, paper=PAPER_TABLE3[d],
+    rows += [Variant(f"depth_{d}", f"{d} ResBlock" + ("s" if d > 1 else ""), "table3", changes={"num_blocks": d}, paper=PAPER_TABLE3[d],
                      seed=base_seed) for d in DEPTHS if d != BEST_DEPTH]
     by_name = {v.name: v for v in rows}
     for name, extra in (seeds or {}).items():
@@ -249,3 +249,45 @@ def plot_table(rows: list[dict], ax=None, title: str = ""):
     ax.set(xlabel="accuracy − best model's (points)", title=title)
     ax.legend()
     return ax
+
+
+#: How close to the question-only level counts as "about" it (points).
+ABOUT_QUESTION_ONLY = 3.0
+
+
+def verdicts(table2: list[dict], table3: list[dict], question_only: float | None = None) -> list[dict]:
+    """The paper's findings on Tables 2 and 3, checked on our rows (:func:`table_rows`, first seed):
+    each ``{"claim", "holds", "numbers"}``, ``holds`` None when a row (or ``question_only``, the
+    question-only level in %, e.g. the LSTM's Table 1 accuracy) is missing."""
+    acc = {r["name"]: r["ours"] for r in table2 + table3 if "_seed" not in r["name"]}
+    out = []
+
+    def check(claim, names, test, numbers):
+        missing = [n for n in names if n not in acc]
+        if missing:
+            out.append({"claim": claim, "holds": None, "numbers": f"not trained yet: {', '.join(missing)}"})
+        else:
+            out.append({"claim": claim, "holds": bool(test()), "numbers": numbers()})
+
+    filmed = [n for n in ["best", *ABLATIONS] if n != "no_film_blocks1-4"]
+    if question_only is None:
+        out.append({"claim": "no model with FiLM in some block falls to about the question-only level",
+                    "holds": None, "numbers": "the question-only level is unknown (notebook 03's LSTM)"})
+        out.append({"claim": "without FiLM in any block the model falls to about the question-only level or "
+                             "below (paper: 21.4%)", "holds": None, "numbers": "the question-only level is unknown"})
+    else:
+        present = [n for n in filmed if n in acc]
+        worst = min(present, key=acc.get) if present else None
+        check("no model with FiLM in some block falls to about the question-only level",
+              [worst] if worst else filmed, lambda: acc[worst] > question_only + ABOUT_QUESTION_ONLY,
+              lambda: f"lowest: {TABLE2_LABELS[worst]} {acc[worst]:.1f}% vs question-only {question_only:.1f}%")
+        check("without FiLM in any block the model falls to about the question-only level or below (paper: 21.4%)",
+              ["no_film_blocks1-4"], lambda: acc["no_film_blocks1-4"] <= question_only + ABOUT_QUESTION_ONLY,
+              lambda: f"{acc['no_film_blocks1-4']:.1f}% vs question-only {question_only:.1f}%")
+    check("γ := 1 costs more than β := 0 (paper: 95.9 vs 96.9)", ["gamma=1", "beta=0"],
+          lambda: acc["gamma=1"] < acc["beta=0"], lambda: f"{acc['gamma=1']:.1f} vs {acc['beta=0']:.1f}")
+    depths = {d: ("best" if d == BEST_DEPTH else f"depth_{d}") for d in DEPTHS}
+    check("one FiLM-ed block is the worst depth (paper: 93.5)", list(depths.values()),
+          lambda: acc[depths[1]] < min(acc[n] for d, n in depths.items() if d != 1),
+          lambda: ", ".join(f"{d}: {acc[n]:.1f}" for d, n in depths.items()))
+    return out

@@ -95,3 +95,23 @@ def test_tables_put_the_papers_column_beside_ours(prepared, tmp_path, smoke_pixe
     assert "| γ := 1 | 0 |" in md and "quoted, not run here" in md
     assert (tmp_path / "table3_smoke.csv").read_text().splitlines()[0].startswith("row,seed,ours,paper")
     ablations.plot_table(rows["table2"])
+
+
+def _rows(acc: dict) -> list[dict]:
+    return [{"name": n, "ours": a, "seed": 0} for n, a in acc.items()]
+
+
+def test_verdicts_check_the_papers_findings_and_say_what_is_missing():
+    t2 = {"best": 80.0, **{n: 75.0 for n in ABLATIONS}, "no_film_blocks1-4": 30.0, "gamma=1": 70.0, "beta=0": 78.0}
+    t3 = {f"depth_{d}": 79.0 for d in DEPTHS if d != 4}
+    t3["depth_1"] = 60.0
+    got = {v["claim"].split(" (")[0]: v for v in ablations.verdicts(_rows(t2), _rows(t3), question_only=46.0)}
+    assert all(v["holds"] for v in got.values()), got
+    assert "lowest: γ := 1 70.0% vs question-only 46.0%" in got["no model with FiLM in some block falls to about the question-only level"]["numbers"]
+    t2["gamma=1"], t3["depth_1"], t2["no_film_blocks1-4"] = 47.0, 90.0, 55.0
+    t2["best_seed1"] = 10.0                                     # extra seeds are not the row
+    broken = ablations.verdicts(_rows(t2), _rows(t3), question_only=46.0)
+    assert [v["holds"] for v in broken] == [False, False, True, False]
+    partial = ablations.verdicts(_rows({"best": 80.0}), [], question_only=None)
+    assert [v["holds"] for v in partial] == [None, None, None, None]
+    assert "gamma=1, beta=0" in partial[2]["numbers"]

@@ -39,6 +39,7 @@ def plot_tsne(points: dict, ax=None, title: str | None = None):
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 5))
     sns.scatterplot(x=points["xy"][:, 0], y=points["xy"][:, 1], hue=points["final_function"], s=8,
+                    hue_order=sorted(set(points["final_function"])),
                     linewidth=0, ax=ax, palette="tab20")
     ax.set(xticks=[], yticks=[], title=title or f"t-SNE of (γ, β), FiLM layer of block {points['block'] + 1}")
     ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
