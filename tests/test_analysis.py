@@ -8,25 +8,17 @@ from filmlib import analysis
 from filmlib.data.datasets import ClevrQuestionsDataset, collate
 from filmlib.evaluate import predict
 from filmlib.experiment import build_model, load_split
-from filmlib.synth.generate import SplitSpec, generate_split
 from filmlib.train import default_batch
 from filmlib.data.datasets import make_loader
 
-from test_experiment import cli
+from test_experiment import prepared  # noqa: F401  (the module-scoped tiny dataset)
 
 matplotlib.use("Agg")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("analysis")
-    for split, n in (("train", 12), ("val", 8)):
-        generate_split(root / "raw", SplitSpec(split=split, num_images=n, questions_per_image=5,
-                                               width=60, height=40, seed=4), progress=False)
-    r = cli("preprocess", "--root", str(root / "raw"), "--out", str(root / "h5"), "--image-size", "32",
-            "--splits", "train", "val")
-    assert r.returncode == 0, r.stderr
-    return root / "h5"
+def data(prepared):
+    return prepared / "h5"
 
 
 @pytest.fixture(scope="module")
