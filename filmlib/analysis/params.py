@@ -121,12 +121,14 @@ def plot_histograms(params: FiLMParams, axes=None, bins: int = 100):
     layer = np.repeat([f"block {b + 1}" for b in params.blocks], C)[None].repeat(len(params), 0).ravel()
     for ax, name, values in ((axes[0], "γ", params.gammas), (axes[1], "β", params.betas)):
         frame = pd.DataFrame({name: values.ravel(), "layer": layer})
-        sns.histplot(frame, x=name, bins=bins, ax=ax, color="0.8", edgecolor=None, log_scale=(False, True))
+        sns.histplot(frame, x=name, bins=bins, ax=ax, element="step", fill=True, color="0.6", alpha=0.3,
+                     linewidth=0, log_scale=(False, True))
         sns.histplot(frame, x=name, hue="layer", bins=bins, ax=ax, element="step", fill=False,
                      log_scale=(False, True), legend=ax is axes[1])
         neg = float((values < 0).mean())
         ax.set_title(f"{name}: range {values.min():.1f} … {values.max():.1f}, {100 * neg:.0f}% negative")
         ax.set_ylabel("count (log)")
+        ax.set_ylim(bottom=0.8)
     return axes
 
 
