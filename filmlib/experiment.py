@@ -16,7 +16,7 @@ import torch
 
 from .config import load_scale
 from .data.datasets import ClevrQuestionsDataset, collate, make_loader
-from .data.vocab import Vocab
+from .data.vocab import UNK_IDX, Vocab
 from .io import atomic_path, atomic_write_text
 from .evaluate import PAPER_TABLE1, accuracy_report, image_reliance, predict, table1_markdown, write_predictions
 from .models import FiLMConfig, FiLMModel, param_count, preset
@@ -297,9 +297,9 @@ def train_baseline(data_dir, out_dir, kind: str, *, preset_name: str = "cpu", st
     if kind == "qtype":
         return _fit_qtype(model, data_dir, out_dir, train_samples, train_kw, preset_name)
     feats = features if getattr(model.cfg, "stem", None) == "features" and _reads_image(model) else None
-    train_set = _split_for(model, data_dir, "train", train_samples, feats)
-    val_set = _split_for(model, data_dir, "val", val_samples, feats)
-    curve_set = _split_for(model, data_dir, "val", curve_samples, feats) if curve_samples else None
+    train_set = split_for(model, data_dir, "train", train_samples, feats)
+    val_set = split_for(model, data_dir, "val", val_samples, feats)
+    curve_set = split_for(model, data_dir, "val", curve_samples, feats) if curve_samples else None
     if train_set.visual_h5 is not None:
         _check_input(model.cfg, train_set)
     train_kw = {"lr": model.cfg.lr, "weight_decay": model.cfg.weight_decay, **train_kw}
@@ -582,7 +582,7 @@ def attention_maps(run_dir, data_dir, split: str = "val", indices=(0, 1, 2, 3)) 
     model, ckpt = load_run(run_dir)
     if getattr(model.cfg, "kind", None) != "cnn_lstm_sa":
         raise ValueError(f"{run_dir}: attention maps need a CNN+LSTM+SA run, not {model_label(model)}")
-    dataset = _split_for(model, data_dir, split, features=run_features(ckpt))
+    dataset = split_for(model, data_dir, split, features=run_features(ckpt))
     answers = Vocab.load(Path(data_dir) / "vocab.json").answer_idx_to_token
     batch = collate([dataset[int(i)] for i in indices])
     logits, maps = model(batch["visual"], batch["questions"], return_attention=True)
@@ -604,12 +604,28 @@ def _reads_image(model) -> bool:
     return not isinstance(model, QTypeBaseline) and getattr(model.cfg, "kind", None) != "lstm"
 
 
-def _split_for(model, data_dir, split: str, max_samples: int | None = None, features: str | None = None):
-    """The split with the visual input the model reads (none for question-only models)."""
+def split_for(model, data_dir, split: str, max_samples: int | None = None, features: str | None = None,
+              humans: bool = False):
+    """The split with the visual input the model reads (none for question-only models);
+    ``humans``: its CLEVR-Humans questions (``<split>_humans_questions.h5``, the grown vocabulary)."""
     if not _reads_image(model):
-        return ClevrQuestionsDataset(_questions_file(data_dir, split), None, max_samples=max_samples)
-    return load_split(data_dir, split, model.cfg.stem, max_samples=max_samples,
+        return ClevrQuestionsDataset(_questions_file(data_dir, split, humans), None, max_samples=max_samples)
+    return load_split(data_dir, split, model.cfg.stem, max_samples=max_samples, humans=humans,
                       features=features if model.cfg.stem == "features" else None)
+
+
+def unknown_words_as_unk(batch_fn, vocab_size: int):
+    """``batch_fn`` with every question word the model has no embedding for (an index of a grown
+    vocabulary, e.g. CLEVR-Humans' new words, read by a model trained before it grew) read as <UNK>."""
+    def read(batch):
+        visual, questions, answers = batch_fn(batch)
+        return visual, questions.masked_fill(questions >= vocab_size, UNK_IDX), answers
+    return read
+
+
+def batch_fn_for(dataset):
+    """How a Trainer or ``predict`` reads a batch of ``dataset``: without a visual input when it has none."""
+    return question_only_batch if dataset.visual_h5 is None else default_batch
 
 
 def run_features(ckpt: dict) -> str | None:
@@ -617,8 +633,8 @@ def run_features(ckpt: dict) -> str | None:
     return ckpt.get("train_config", {}).get("extra", {}).get("features")
 
 
-def _questions_file(data_dir, split: str) -> Path:
-    q = Path(data_dir) / f"{split}_questions.h5"
+def _questions_file(data_dir, split: str, humans: bool = False) -> Path:
+    q = Path(data_dir) / (f"{split}_humans_questions.h5" if humans else f"{split}_questions.h5")
     if not q.exists():
         raise FileNotFoundError(f"{q} is missing: run `python -m filmlib preprocess` first")
     return q
@@ -656,23 +672,27 @@ def predict_qtype(model: QTypeBaseline, dataset: ClevrQuestionsDataset) -> dict:
 
 
 def evaluate_run(run_dir, data_dir, split: str = "val", *, which: str = "best", device: str = "auto",
-                 label: str | None = None, data_label: str = "SynthCLEVR", batch_size: int = 256) -> dict:
+                 label: str | None = None, data_label: str = "SynthCLEVR", batch_size: int = 256,
+                 humans: bool = False) -> dict:
     """Score a run (FiLM or a baseline) on a split; writes metrics.json,
-    predictions_<split>.jsonl and table1.md (``label``: the row name, by default the model's)."""
+    predictions_<split>.jsonl and table1.md (``label``: the row name, by default the model's).
+    ``humans``: on the split's CLEVR-Humans questions instead, written as metrics_<split>_humans.json
+    and predictions_<split>_humans.jsonl (no table)."""
     device = resolve_device(device)
     model, ckpt = load_run(run_dir, which, device)
     label = label or model_label(model)
     vocab = Vocab.load(Path(data_dir) / "vocab.json")
     if isinstance(model, QTypeBaseline):
-        pred = predict_qtype(model.cpu(), ClevrQuestionsDataset(_questions_file(data_dir, split), None))
+        pred = predict_qtype(model.cpu(), ClevrQuestionsDataset(_questions_file(data_dir, split, humans), None))
     else:
-        dataset = _split_for(model, data_dir, split, features=run_features(ckpt))
-        batch_fn = question_only_batch if dataset.visual_h5 is None else default_batch
+        dataset = split_for(model, data_dir, split, features=run_features(ckpt), humans=humans)
+        batch_fn = unknown_words_as_unk(batch_fn_for(dataset), model.cfg.vocab_size)
         pred = predict(model, make_loader(dataset, batch_size), batch_fn=batch_fn, device=device)
     answers = vocab.answer_idx_to_token
     report = accuracy_report(pred, answers)
     run_dir = Path(run_dir)
-    write_predictions(run_dir / f"predictions_{split}.jsonl", pred, answers)
+    name = f"{split}_humans" if humans else split
+    write_predictions(run_dir / f"predictions_{name}.jsonl", pred, answers)
     history = ckpt["history"]
     metrics = {"split": split, "checkpoint": which, "epoch": ckpt["epoch"],
                f"{split}_accuracy": report["overall"], "by_type": report.get("by_type"),
@@ -681,6 +701,10 @@ def evaluate_run(run_dir, data_dir, split: str = "val", *, which: str = "best", 
                "train_minutes": round(ckpt["train_seconds"] / 60, 2), "samples": ckpt.get("samples"),
                "lr": ckpt["train_config"].get("lr"), "best_epoch": ckpt["best_epoch"], "epochs_trained": len(history),
                "parameters": param_count(model), "preset": ckpt["train_config"]["extra"].get("preset"), "model": label}
+    if humans:
+        metrics.update(questions="CLEVR-Humans", vocab_size=model.cfg.vocab_size)
+        atomic_write_text(run_dir / f"metrics_{name}.json", json.dumps(metrics, indent=1))
+        return metrics
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     film_rows = ("CNN+GRU+FiLM", "CNN+GRU+FiLM (raw pixels)")
     paper_rows = film_rows if label.startswith("CNN+GRU+FiLM") or label not in PAPER_TABLE1 else (label,)
@@ -697,7 +721,7 @@ def run_image_reliance(run_dir, data_dir, split: str = "val", *, which: str = "b
     model, ckpt = load_run(run_dir, which, device)
     if not _reads_image(model):
         raise ValueError(f"{run_dir}: {model_label(model)} reads no image, so there is nothing to swap")
-    dataset = _split_for(model, data_dir, split, features=run_features(ckpt))
+    dataset = split_for(model, data_dir, split, features=run_features(ckpt))
     result = image_reliance(model, make_loader(dataset, batch_size), batch_fn=default_batch, device=device, seed=seed)
     return {"model": model_label(model), "split": split, "batch_size": batch_size, "seed": seed, **result}
 
@@ -705,4 +729,4 @@ def run_image_reliance(run_dir, data_dir, split: str = "val", *, which: str = "b
 __all__ = ["attention_maps", "pick_lr", "run_baselines", "table1_runs", "build_baseline_model", "build_model", "evaluate_run", "feature_shape",
            "film_train_kwargs", "load_run", "load_split", "model_from_config", "model_label", "perception_config",
            "predict_qtype", "prepare_maps", "run_features", "run_image_reliance", "train_baseline", "train_film",
-           "visual_file"]
+           "split_for", "unknown_words_as_unk", "visual_file"]

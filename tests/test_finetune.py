@@ -1,0 +1,99 @@
+"""filmlib.finetune: the vocabulary grows without moving old words, and a fine-tune changes the
+question encoder only (batch norm statistics of the frozen network included)."""
+import json
+
+import pytest
+import torch
+
+from filmlib import finetune
+from filmlib.data.preprocess import preprocess_root
+from filmlib.data.vocab import UNK_IDX, Vocab
+from filmlib.experiment import build_baseline_model, build_model, evaluate_run, load_run, train_baseline, train_film
+from filmlib.synth.generate import SplitSpec, generate_split
+
+
+@pytest.fixture(scope="module")
+def humans(tmp_path_factory):
+    root = tmp_path_factory.mktemp("humans")
+    for split, n in (("train", 16), ("val", 6)):
+        generate_split(root / "raw", SplitSpec(split=split, num_images=n, questions_per_image=4, width=60,
+                                               height=40, seed=5, humans_per_image=3), progress=False)
+    preprocess_root(root / "raw", root / "h5", splits=("train", "val"), image_size=(32, 32), humans_min_count=2)
+    return root / "h5"
+
+
+def test_the_grown_vocabulary_keeps_every_old_word_and_its_embedding(humans):
+    base = Vocab.load(humans / "vocab.json")
+    grown = Vocab.load(humans / "vocab_humans.json")
+    assert len(grown.question_token_to_idx) > len(base.question_token_to_idx)   # the paraphrases add words
+    assert all(grown.question_token_to_idx[t] == i for t, i in base.question_token_to_idx.items())
+    torch.manual_seed(0)
+    model = build_model(humans, "smoke", "pixels")
+    old = model.generator.embed.weight.detach().clone()
+    V = len(grown.question_token_to_idx)
+    finetune.grow_vocabulary(model, V, std=0.01, seed=3)
+    new = model.generator.embed.weight.detach()
+    assert new.shape == (V, old.shape[1]) and model.cfg.vocab_size == V == model.generator.cfg.vocab_size
+    assert torch.equal(new[:len(old)], old)
+    assert 0 < new[len(old):].std() < 0.05
+    with pytest.raises(ValueError, match="smaller than the model's"):
+        finetune.grow_vocabulary(model, 5)
+
+
+def _same(old, new) -> bool:
+    """Equal, comparing a grown embedding by its old rows."""
+    return torch.equal(old, new if old.dim() == 0 else new[:len(old)])
+
+
+def _snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", ["film", "cnn_lstm_sa", "lstm"])
+def test_a_finetune_changes_the_question_encoder_only(humans, tmp_path, kind):
+    run = tmp_path / "run"
+    common = dict(preset_name="smoke", stem="pixels", epochs=1, batch_size=8, progress=False, threads=1)
+    if kind == "film":
+        train_film(humans, run, **common)
+    else:
+        train_baseline(humans, run, kind, **common)
+    before = _snapshot(load_run(run)[0])
+    out = tmp_path / "ft"
+    summary = finetune.finetune_questions(run, humans, out, epochs=2, batch_size=8, patience=None, progress=False,
+                                          threads=1, lr=1e-2)
+    model, ckpt = load_run(out, "last")
+    after = model.state_dict()
+    encoder = "generator." if kind == "film" else "question."
+    changed = {k for k in before if not _same(before[k], after[k])}
+    assert changed and all(k.startswith(encoder) for k in changed), changed          # running stats included
+    assert summary["trainable_parameters"] == sum(p.numel() for p in finetune.question_encoder(model).parameters())
+    grown = len(Vocab.load(humans / "vocab_humans.json").question_token_to_idx)
+    assert model.cfg.vocab_size == grown and ckpt["train_config"]["extra"]["finetuned_from"].endswith("best.pt")
+    # the fine-tuned run and the original are scored on the Humans questions; the original reads new words as <UNK>
+    for r in (run, out):
+        m = evaluate_run(r, humans, "val", humans=True, device="cpu")
+        assert 0 <= m["val_accuracy"] <= 1 and (r / "metrics_val_humans.json").exists()
+        assert len((r / "predictions_val_humans.jsonl").read_text().splitlines()) > 0
+    assert json.loads((run / "metrics_val_humans.json").read_text())["vocab_size"] < grown
+
+
+def test_frozen_layers_stay_in_eval_mode():
+    torch.manual_seed(0)
+    model = build_baseline_model_for_test()
+    wrapped = finetune.QuestionFineTune(model).train()
+    assert wrapped.training and wrapped.encoder.training
+    assert not any(m.training for name, m in model.named_modules() if name and not name.startswith("generator"))
+    assert set(wrapped.state_dict()) == set(model.state_dict())
+    assert all(p.requires_grad == n.startswith("generator.") for n, p in model.named_parameters())
+
+
+def build_baseline_model_for_test():
+    from filmlib.models import FiLMModel, preset
+    return FiLMModel(preset("smoke", vocab_size=20, num_answers=5, stem="pixels"))
+
+
+def test_unknown_words_read_as_unk():
+    from filmlib.experiment import unknown_words_as_unk
+    read = unknown_words_as_unk(lambda b: (None, b, None), vocab_size=10)
+    _, q, _ = read(torch.tensor([[1, 9, 10, 42, 2]]))
+    assert q.tolist() == [[1, 9, UNK_IDX, UNK_IDX, 2]]
