@@ -127,3 +127,121 @@ def finetune_questions(run_dir, data_dir, out_dir, *, which: str = "best", lr: f
     summary = trainer.fit()
     summary["trainable_parameters"] = trainable_parameters(wrapped)
     return summary
+
+
+# --- Table 4: CLEVR-Humans ----------------------------------------------------------------
+
+#: The paper's Table 4 (CLEVR-Humans test, %): trained on CLEVR only, then fine-tuned on Humans.
+PAPER_TABLE4 = {"LSTM": (27.5, 36.5), "CNN+LSTM": (37.7, 43.2), "CNN+LSTM+SA+MLP": (50.4, 57.6),
+                "PG+EE (18K prog.)": (54.0, 66.6), "CNN+GRU+FiLM": (56.6, 75.9)}
+#: Our Table 1 rows and the Table 4 row each stands beside (our CNN+LSTM+SA ends in an MLP).
+TABLE4_ROWS = {"lstm": ("LSTM", "LSTM"), "cnn_lstm": ("CNN+LSTM", "CNN+LSTM"),
+               "cnn_lstm_sa": ("CNN+LSTM+SA", "CNN+LSTM+SA+MLP"), "film": ("CNN+GRU+FiLM", "CNN+GRU+FiLM")}
+
+
+def humans_run(results_dir, kind: str, scale: str):
+    """(the Table 1 run a model of ``kind`` starts from, the directory its fine-tune goes to)."""
+    from pathlib import Path
+    base = Path(results_dir) / f"{kind}_{scale}"
+    return base, base.with_name(base.name + "_humans")
+
+
+def run_humans(scale: str, data_dir, results_dir, *, kinds=tuple(TABLE4_ROWS), split: str = "test",
+               device: str = "auto", progress: bool = True) -> dict[str, dict]:
+    """Table 4: each model of ``kinds`` (notebook 02's FiLM and notebook 03's baselines of the
+    scale) scored on the Humans questions of ``split`` as trained on templates, then with its
+    question encoder fine-tuned on the Humans train questions (the scale's ``humans`` section;
+    resumable, a finished fine-tune kept) and scored again. Returns {our row name:
+    {"before", "after" (metrics), "finetune" (the Trainer's summary)}}."""
+    from .config import load_scale
+    from .experiment import evaluate_run
+    cfg = dict(load_scale(scale).get("humans") or {})
+    out = {}
+    for kind in kinds:
+        run, ft = humans_run(results_dir, kind, scale)
+        if not (run / "best.pt").is_file():
+            nb = "02" if kind == "film" else "03"
+            raise FileNotFoundError(f"{run}/best.pt is missing: run notebook {nb} at scale {scale!r} first")
+        before = evaluate_run(run, data_dir, split, humans=True, device=device)
+        summary = finetune_questions(run, data_dir, ft, device=device, progress=progress, **cfg)
+        after = evaluate_run(ft, data_dir, split, humans=True, device=device)
+        out[TABLE4_ROWS[kind][0]] = {"kind": kind, "before": before, "after": after,
+                                      "finetune": {k: summary[k] for k in ("epochs", "best_epoch", "samples",
+                                                                           "train_minutes", "trainable_parameters")}}
+    return out
+
+
+def table4_rows(results: dict[str, dict], split: str = "test") -> list[dict]:
+    """Flat rows (%): ours (trained on templates; fine-tuned on Humans; the gain) beside the paper's."""
+    key = f"{split}_accuracy"
+    rows = []
+    for name, r in results.items():
+        paper = PAPER_TABLE4[TABLE4_ROWS[r["kind"]][1]]
+        b, a = 100 * r["before"][key], 100 * r["after"][key]
+        rows.append({"model": name, "ours_templates": round(b, 1), "ours_finetuned": round(a, 1),
+                     "ours_gain": round(a - b, 1), "paper_row": TABLE4_ROWS[r["kind"]][1],
+                     "paper_templates": paper[0], "paper_finetuned": paper[1], "paper_gain": round(paper[1] - paper[0], 1)})
+    return rows
+
+
+def write_table4(results: dict[str, dict], out_dir, name: str, *, split: str = "test",
+                 data_label: str = "SynthCLEVR paraphrases") -> list[dict]:
+    """``<name>.md`` and ``<name>.csv``: Table 4, ours beside the paper's (labelled), atomically."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from .io import atomic_write_text
+    rows = table4_rows(results, split)
+    md = ["# Table 4: CLEVR-Humans, accuracy (%)", "",
+          f"Ours: {data_label}, {split} split; fine-tuning trains only the question encoder (FiLM's generator, "
+          "the baselines' LSTM). The paper's: CLEVR-Humans test (Perez et al. 2017; quoted, not run here).", "",
+          "| Model | ours: trained on templates | ours: fine-tuned | ours: gain | paper row | paper: trained on CLEVR "
+          "| paper: fine-tuned | paper: gain |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['model']} | {r['ours_templates']:.1f} | {r['ours_finetuned']:.1f} | {r['ours_gain']:+.1f} | "
+                  f"{r['paper_row']} | {r['paper_templates']:.1f} | {r['paper_finetuned']:.1f} | {r['paper_gain']:+.1f} |")
+    atomic_write_text(Path(out_dir) / f"{name}.md", "\n".join(md) + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, list(rows[0]) if rows else ["model"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(Path(out_dir) / f"{name}.csv", buf.getvalue())
+    return rows
+
+
+def humans_verdicts(rows: list[dict]) -> list[dict]:
+    """The paper's Table 4 findings on our rows: fine-tuning gains for every model, and FiLM's
+    gain is larger than each baseline's."""
+    gains = {r["model"]: r["ours_gain"] for r in rows}
+    out = [{"claim": f"fine-tuning on the human questions improves {m}", "holds": g > 0, "numbers": f"{g:+.1f} points"}
+           for m, g in gains.items()]
+    film = gains.get("CNN+GRU+FiLM")
+    others = {m: g for m, g in gains.items() if m != "CNN+GRU+FiLM"}
+    if film is not None and others:
+        out.append({"claim": "FiLM gains more from fine-tuning than every baseline (paper: +19.3 vs at most +9.0)",
+                    "holds": all(film > g for g in others.values()),
+                    "numbers": f"FiLM {film:+.1f}; " + ", ".join(f"{m} {g:+.1f}" for m, g in others.items())})
+    return out
+
+
+def fixed_examples(run_dir, finetuned_dir, records: dict[int, dict], split: str = "test", n: int = 6) -> list[dict]:
+    """Up to ``n`` Humans questions the fine-tune fixed (wrong before, right after), with both
+    answers: from the two runs' ``predictions_<split>_humans.jsonl``; ``records``: {question_index:
+    its JSON record}."""
+    import json
+    from pathlib import Path
+
+    def read(d):
+        with open(Path(d) / f"predictions_{split}_humans.jsonl") as f:
+            return {r["question_index"]: r for r in map(json.loads, f)}
+    before, after = read(run_dir), read(finetuned_dir)
+    out = []
+    for q, b in before.items():
+        a = after.get(q)
+        if a is not None and b["prediction"] != b["answer"] and a["prediction"] == a["answer"]:
+            out.append({"question": records[q]["question"], "before": b["prediction"], "after": a["prediction"],
+                        "image_index": b.get("image_index")})
+            if len(out) == n:
+                break
+    return out

@@ -97,3 +97,28 @@ def test_unknown_words_read_as_unk():
     read = unknown_words_as_unk(lambda b: (None, b, None), vocab_size=10)
     _, q, _ = read(torch.tensor([[1, 9, 10, 42, 2]]))
     assert q.tolist() == [[1, 9, UNK_IDX, UNK_IDX, 2]]
+
+
+def _result(kind, before, after):
+    return {"kind": kind, "before": {"test_accuracy": before}, "after": {"test_accuracy": after}}
+
+
+def test_table4_puts_the_papers_rows_beside_ours_and_checks_the_gains(tmp_path):
+    results = {"LSTM": _result("lstm", 0.40, 0.45), "CNN+LSTM+SA": _result("cnn_lstm_sa", 0.50, 0.52),
+               "CNN+GRU+FiLM": _result("film", 0.55, 0.70)}
+    rows = finetune.write_table4(results, tmp_path, "table4_smoke")
+    sa = next(r for r in rows if r["model"] == "CNN+LSTM+SA")
+    assert sa["paper_row"] == "CNN+LSTM+SA+MLP" and sa["paper_templates"] == 50.4 and sa["ours_gain"] == 2.0
+    md = (tmp_path / "table4_smoke.md").read_text()
+    assert "| CNN+GRU+FiLM | 55.0 | 70.0 | +15.0 | CNN+GRU+FiLM | 56.6 | 75.9 | +19.3 |" in md
+    assert (tmp_path / "table4_smoke.csv").read_text().count("\n") == 4
+    verdicts = finetune.humans_verdicts(rows)
+    assert all(v["holds"] for v in verdicts) and len(verdicts) == 4
+    results["LSTM"] = _result("lstm", 0.40, 0.60)
+    last = finetune.humans_verdicts(finetune.table4_rows(results))[-1]
+    assert last["holds"] is False and "LSTM +20.0" in last["numbers"]
+
+
+def test_run_humans_names_the_missing_notebook(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run notebook 03 at scale 'smoke' first"):
+        finetune.run_humans("smoke", tmp_path, tmp_path, kinds=("lstm",))
