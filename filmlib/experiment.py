@@ -80,7 +80,8 @@ def train_film(data_dir, out_dir, *, preset_name: str = "cpu", stem: str | None 
                ablation: str | None = None, model_changes: dict | None = None,
                val_samples: int | None = None, train_samples: int | None = None,
                features: str | None = None, curve_samples: int | None = None,
-               init_stem=None, train_indices=None, curriculum: str | None = None, **train_kw) -> dict:
+               init_stem=None, train_indices=None, curriculum: str | None = None,
+               splits: tuple[str, str] = ("train", "val"), init_from=None, **train_kw) -> dict:
     """Train FiLM on a preprocessed dataset; returns the trainer's summary (plus parameters).
 
     ``features`` names the features file a features stem reads (``"features"``, ResNet-101, by
@@ -89,25 +90,31 @@ def train_film(data_dir, out_dir, *, preset_name: str = "cpu", stem: str | None 
     (``eval_every_samples``). ``init_stem``: a perception checkpoint whose trunk initialises the
     pixel stem (pre-trained, then fine-tuned). ``train_indices``: train on these question rows only.
     ``curriculum``: a difficulty measure (:func:`question_difficulty`) for the Trainer's
-    easy-first phase (``curriculum_samples`` questions)."""
+    easy-first phase (``curriculum_samples`` questions). ``splits``: the train and val splits'
+    names (CoGenT: ``("trainA", "valA")``). ``init_from``: a checkpoint of a run of the same
+    architecture whose weights this run starts from (fine-tuning; a resume still wins)."""
     changes = dict(model_changes or {})
     if (stem or "") == "features" or (stem is None and preset(preset_name, 1, 1).stem == "features"):
-        changes = {**feature_shape(data_dir, features), **changes}
+        changes = {**feature_shape(data_dir, features, splits[0]), **changes}
     seed_everything(train_kw.get("seed", 0))      # the initial weights: the same seed, the same model
     model = build_model(data_dir, preset_name, stem, ablation=ablation, **changes)
     stem = model.cfg.stem
     if init_stem is not None:
         _load_stem(model, init_stem)
+    if init_from is not None:
+        _load_weights(model, init_from)
     feats = features if stem == "features" else None
-    train_set = load_split(data_dir, "train", stem, max_samples=train_samples, features=feats,
+    train_split, val_split = splits
+    train_set = load_split(data_dir, train_split, stem, max_samples=train_samples, features=feats,
                            indices=train_indices)
-    val_set = load_split(data_dir, "val", stem, max_samples=val_samples, features=feats)
-    curve_set = (load_split(data_dir, "val", stem, max_samples=curve_samples, features=feats)
+    val_set = load_split(data_dir, val_split, stem, max_samples=val_samples, features=feats)
+    curve_set = (load_split(data_dir, val_split, stem, max_samples=curve_samples, features=feats)
                  if curve_samples else None)
     _check_input(model.cfg, train_set)
     cfg = TrainConfig(out_dir=str(out_dir), **train_kw)
     cfg.extra.update(preset=preset_name, data_dir=str(data_dir), features=feats,
-                     init_stem=None if init_stem is None else str(init_stem))
+                     init_stem=None if init_stem is None else str(init_stem),
+                     init_from=None if init_from is None else str(init_from), splits=list(splits))
     difficulty = question_difficulty(train_set, curriculum) if curriculum else None
     cfg.extra.update(curriculum=curriculum)
     trainer = Trainer(model, train_set, val_set, cfg, collate_fn=collate, model_config=model.cfg.to_dict(),
@@ -154,12 +161,14 @@ def resnet101_weights() -> Path:
 
 def prepare_maps(scale: str, root, cache, results_dir, *, features: str | None = None,
                  splits=("train", "val"), seed: int = 0, progress: bool = True, device: str = "auto",
-                 workers: int = 1) -> dict:
+                 workers: int = 1, pretrain_splits: tuple[str, str] = ("train", "val")) -> dict:
     """Make the features files a features stem of this scale reads, if missing: ``oracle``
     (scene-graph maps, seconds), ``perception`` (pre-train the perception CNN into
     ``results_dir/perception_<scale>``, then cache its maps) or ``features`` (the paper's
     ResNet-101 conv4 features, from :func:`resnet101_weights`, on ``device``, stored as float16;
-    resumable). Returns what was done, with the perception net's val scores."""
+    resumable). ``splits``: the splits to make maps for; ``pretrain_splits``: the train and val
+    splits the perception CNN learns from and is scored on. Returns what was done, with the
+    perception net's val scores."""
     from . import perception
     from .data.scene_maps import write_scene_maps
     cfg = load_scale(scale)
@@ -178,7 +187,7 @@ def prepare_maps(scale: str, root, cache, results_dir, *, features: str | None =
         out["pretrain"] = perception.pretrain(
             cache, root, run, cfg=perception_config(cfg["film"]["preset"]), epochs=pc.get("epochs", 6),
             batch_size=pc.get("batch_size", 64), lr=pc.get("lr", 1e-3), time_limit_minutes=pc.get("minutes"),
-            threads=pc.get("threads"), seed=seed, progress=progress)
+            threads=pc.get("threads"), seed=seed, progress=progress, splits=tuple(pretrain_splits))
         for split in splits:
             path = cache / f"{split}_perception.h5"
             if not path.exists() or path.stat().st_mtime < (run / perception.CHECKPOINT).stat().st_mtime:
@@ -243,6 +252,15 @@ def _load_stem(model: FiLMModel, checkpoint) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def _load_weights(model, checkpoint) -> None:
+    """Start ``model`` from the weights of a run's checkpoint (the same architecture)."""
+    state = load_checkpoint(Path(checkpoint))["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{checkpoint}: its weights do not fit this model ({str(e).splitlines()[0]})") from None
+
+
 def _check_input(cfg: FiLMConfig, dataset: ClevrQuestionsDataset):
     shape = tuple(dataset.visual_shape)
     if cfg.stem == "pixels" and shape[-1] != cfg.image_size:
@@ -283,28 +301,34 @@ def build_baseline_model(data_dir, kind: str, preset_name: str, stem: str | None
 def train_baseline(data_dir, out_dir, kind: str, *, preset_name: str = "cpu", stem: str | None = None,
                    model_changes: dict | None = None, val_samples: int | None = None,
                    train_samples: int | None = None, features: str | None = None,
-                   curve_samples: int | None = None, **train_kw) -> dict:
+                   curve_samples: int | None = None, splits: tuple[str, str] = ("train", "val"),
+                   init_from=None, train_indices=None, **train_kw) -> dict:
     """Train (or, for "qtype", count) a Table 1 baseline on a preprocessed dataset, into a run
     directory of the same layout as FiLM's. The neural ones use ``filmlib.train.Trainer`` with the
     authors' optimiser settings for them (``lr`` 5e-4, no weight decay) unless ``train_kw`` says
-    otherwise. ``features`` and ``curve_samples`` as for :func:`train_film`."""
+    otherwise. ``features``, ``curve_samples``, ``splits``, ``init_from`` and ``train_indices`` as
+    for :func:`train_film`."""
     changes = dict(model_changes or {})
     if stem == "features" and kind in ("cnn_lstm", "cnn_lstm_sa"):
-        changes = {**feature_shape(data_dir, features), **changes}
+        changes = {**feature_shape(data_dir, features, splits[0]), **changes}
     seed_everything(train_kw.get("seed", 0))
     model = build_baseline_model(data_dir, kind, preset_name, stem, **changes)
     cfg_dict = model.cfg.to_dict()
     if kind == "qtype":
         return _fit_qtype(model, data_dir, out_dir, train_samples, train_kw, preset_name)
+    if init_from is not None:
+        _load_weights(model, init_from)
     feats = features if getattr(model.cfg, "stem", None) == "features" and _reads_image(model) else None
-    train_set = split_for(model, data_dir, "train", train_samples, feats)
-    val_set = split_for(model, data_dir, "val", val_samples, feats)
-    curve_set = split_for(model, data_dir, "val", curve_samples, feats) if curve_samples else None
+    train_split, val_split = splits
+    train_set = split_for(model, data_dir, train_split, train_samples, feats, indices=train_indices)
+    val_set = split_for(model, data_dir, val_split, val_samples, feats)
+    curve_set = split_for(model, data_dir, val_split, curve_samples, feats) if curve_samples else None
     if train_set.visual_h5 is not None:
         _check_input(model.cfg, train_set)
     train_kw = {"lr": model.cfg.lr, "weight_decay": model.cfg.weight_decay, **train_kw}
     cfg = TrainConfig(out_dir=str(out_dir), **train_kw)
-    cfg.extra.update(preset=preset_name, data_dir=str(data_dir), model=kind, features=feats)
+    cfg.extra.update(preset=preset_name, data_dir=str(data_dir), model=kind, features=feats, splits=list(splits),
+                     init_from=None if init_from is None else str(init_from))
     batch_fn = question_only_batch if kind == "lstm" else default_batch
     trainer = Trainer(model, train_set, val_set, cfg, collate_fn=collate, batch_fn=batch_fn, model_config=cfg_dict,
                       curve_set=curve_set)
@@ -605,13 +629,15 @@ def _reads_image(model) -> bool:
 
 
 def split_for(model, data_dir, split: str, max_samples: int | None = None, features: str | None = None,
-              humans: bool = False):
+              humans: bool = False, indices=None):
     """The split with the visual input the model reads (none for question-only models);
-    ``humans``: its CLEVR-Humans questions (``<split>_humans_questions.h5``, the grown vocabulary)."""
+    ``humans``: its CLEVR-Humans questions (``<split>_humans_questions.h5``, the grown vocabulary);
+    ``indices``: these question rows only."""
     if not _reads_image(model):
-        return ClevrQuestionsDataset(_questions_file(data_dir, split, humans), None, max_samples=max_samples)
+        return ClevrQuestionsDataset(_questions_file(data_dir, split, humans), None, max_samples=max_samples,
+                                     indices=indices)
     return load_split(data_dir, split, model.cfg.stem, max_samples=max_samples, humans=humans,
-                      features=features if model.cfg.stem == "features" else None)
+                      features=features if model.cfg.stem == "features" else None, indices=indices)
 
 
 def unknown_words_as_unk(batch_fn, vocab_size: int):

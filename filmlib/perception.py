@@ -94,8 +94,10 @@ def evaluate_perception(net: PerceptionNet, images: np.ndarray, targets: dict,
 def pretrain(cache_dir, root, out_dir, *, cfg: PerceptionConfig | None = None, epochs: int = 6,
              batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-5,
              time_limit_minutes: float | None = None, val_images: int | None = 1000,
-             threads: int | None = None, seed: int = 0, progress: bool = True) -> dict:
-    """Train a perception net on the train split's images and scene graphs; write
+             threads: int | None = None, seed: int = 0, progress: bool = True,
+             splits: tuple[str, str] = ("train", "val")) -> dict:
+    """Train a perception net on the train split's images and scene graphs (``splits``: the
+    train and val splits' names, e.g. CoGenT's ``("trainA", "valA")``); write
     ``perception.pt`` (``{"model", "config", "history", ...}``, loadable with
     ``weights_only=True``) and ``metrics.json`` (per-attribute accuracy on the first
     ``val_images`` val images after each epoch). Adam with a cosine decay over ``epochs``;
@@ -107,14 +109,15 @@ def pretrain(cache_dir, root, out_dir, *, cfg: PerceptionConfig | None = None, e
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    images = load_images(cache_dir, "train")
+    train_split, val_split = splits
+    images = load_images(cache_dir, train_split)
     cfg = cfg or PerceptionConfig(image_size=images.shape[-1])
     if images.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
         raise DataFileError(f"{cache_dir}: train images are {images.shape[1:]}, the perception net "
                             f"expects {(cfg.in_channels, cfg.image_size, cfg.image_size)}")
-    targets = load_targets(root, "train", cfg.grid, len(images))
-    val_x = load_images(cache_dir, "val")[:val_images]
-    val_t = {k: v[:len(val_x)] for k, v in load_targets(root, "val", cfg.grid).items()}
+    targets = load_targets(root, train_split, cfg.grid, len(images))
+    val_x = load_images(cache_dir, val_split)[:val_images]
+    val_t = {k: v[:len(val_x)] for k, v in load_targets(root, val_split, cfg.grid).items()}
     net = PerceptionNet(cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     if len(images) == 0:

@@ -76,6 +76,7 @@ def test_reproduce_runs_every_notebook_on_a_clevr_tree_in_the_release_layout(tmp
     from clevr_fakes import fake_release
     folder = fake_release(tmp_path / "data", "clevr", images=48, questions=5, width=120, height=80)
     fake_release(tmp_path / "data", "humans", images=48, questions=2, width=120, height=80)   # beside it
+    fake_release(tmp_path / "data", "cogent", images=48, questions=5, width=120, height=80)
     results = tmp_path / "results"
     before = sorted(p.name for p in (ROOT / "results").iterdir())
     r = make("reproduce", "SCALE=smoke", "SOURCE=clevr", f"DATA_ROOT={folder}", f"RESULTS={results}",
@@ -91,7 +92,8 @@ def test_reproduce_runs_every_notebook_on_a_clevr_tree_in_the_release_layout(tmp
     predictions = (results / "film_smoke" / "predictions_val.jsonl").read_text().splitlines()
     assert len(predictions) == len(val_questions) > 0                         # scored on the fake's val split
     assert (results / "table1_smoke.md").exists() and (results / "03_image_reliance_smoke.json").exists()
-    assert "CLEVR-Humans" in (results / "table4_smoke.md").read_text()          # notebook 06 read the real layout
+    assert "CLEVR-Humans" in (results / "table4_smoke.md").read_text()          # notebooks 06 and 07 read the real layouts
+    assert "CLEVR-CoGenT" in (results / "cogent_smoke.md").read_text()
     # it read the tree it was given (the cache sits beside it) and wrote nothing into the repository's results
     assert (tmp_path / "data" / "cache").is_dir()
     assert sorted(p.name for p in (ROOT / "results").iterdir()) == before

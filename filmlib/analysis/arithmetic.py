@@ -116,24 +116,27 @@ def swap_questions(text: str, program: list[dict], condition: str = "A") -> dict
 
 @torch.no_grad()
 def zero_shot(model, dataset, records: dict[int, dict], vocab, *, condition: str = "A",
-              batch_size: int = 128, examples: int = 5) -> dict:
-    """Answer every question of ``dataset`` (a split, e.g. CoGenT's valB) that
-    :func:`swap_questions` applies to, with its own FiLM parameters and with the arithmetic's.
+              batch_size: int = 128, examples: int = 5, rows=None) -> dict:
+    """Answer every question of ``dataset`` (a split, e.g. CoGenT's valB; ``rows``: only these
+    of its rows) that :func:`swap_questions` applies to, with its own FiLM parameters and with
+    the arithmetic's.
 
     ``records``: {question_index: the question's JSON record (``question``, ``program``)};
     ``vocab``: the model's. Returns the number of questions, how many the method applies to and
     their share, the accuracy on those before and after, and the first ``examples`` worked
     examples (texts, answers)."""
     model.eval()
+    candidates = range(len(dataset)) if rows is None else [int(i) for i in rows]
+    total = len(candidates)
     rows, swaps = [], []
-    for i in range(len(dataset)):
+    for i in candidates:
         q = records[int(dataset.orig_idxs[i])]
         s = swap_questions(q["question"], q["program"], condition)
         if s is not None:
             rows.append(i)
             swaps.append(s)
     answers = vocab.answer_idx_to_token
-    out = {"questions": len(dataset), "applies_to": len(rows), "share": len(rows) / max(len(dataset), 1),
+    out = {"questions": total, "applies_to": len(rows), "share": len(rows) / max(total, 1),
            "condition": condition}
     if not rows:
         return out | {"accuracy_before": None, "accuracy_after": None, "examples": []}

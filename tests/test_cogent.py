@@ -1,0 +1,74 @@
+"""filmlib.cogent: the condition splits, the fine-tuning pool, the Figure 9 table and verdicts."""
+import numpy as np
+import pytest
+
+from filmlib import cogent
+from filmlib.data import clevr
+from filmlib.data.preprocess import preprocess_root
+from filmlib.synth.attributes import COGENT
+
+
+@pytest.fixture(scope="module")
+def cogent_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cogent") / "synthclevr-cogent"
+    made = cogent.generate(root, "smoke", seed=3, workers=1, progress=False)
+    assert set(made) == set(cogent.SPLITS)
+    preprocess_root(root, root.parent / "h5", splits=cogent.SPLITS, image_size=(32, 32), vocab_split="trainA",
+                    humans=False)
+    return root
+
+
+def test_condition_splits_hold_no_forbidden_pair(cogent_data):
+    for split in cogent.SPLITS:
+        condition = split[-1]
+        objects = [o for s in clevr.load_scenes(clevr.scenes_path(cogent_data, split)) for o in s["objects"]]
+        assert objects
+        assert all(o["color"] in COGENT[condition][o["shape"]] for o in objects), split
+    b_cubes = {o["color"] for s in clevr.load_scenes(clevr.scenes_path(cogent_data, "valB"))
+               for o in s["objects"] if o["shape"] == "cube"}
+    assert b_cubes and not b_cubes & set(COGENT["A"]["cube"])
+    again = cogent.generate(cogent_data, "smoke", seed=3, workers=1, progress=False)
+    assert set(again.values()) == {"kept"}
+
+
+def test_the_pool_and_the_scored_questions_split_valB_by_image(cogent_data):
+    h5 = cogent_data.parent / "h5"
+    pool, rest = cogent.pool_and_eval_rows(h5, 12)
+    from filmlib.data.datasets import ClevrQuestionsDataset
+    images = np.asarray(ClevrQuestionsDataset(h5 / "valB_questions.h5", None).image_idxs)
+    assert len(pool) + len(rest) == len(images) and not set(pool) & set(rest)
+    assert images[pool].max() < 12 <= images[rest].min()
+    with pytest.raises(ValueError, match="must leave some on each side"):
+        cogent.pool_and_eval_rows(h5, 10_000)
+
+
+def test_roots():
+    from pathlib import Path
+    assert cogent.cogent_root(Path("data/synthclevr")) == Path("data/synthclevr-cogent")
+    assert cogent.cogent_root(Path("data/CLEVR_v1.0"), "clevr") == Path("data/CLEVR_CoGenT_v1.0")
+
+
+def _scores(a, b):
+    return {"A": a, "B": b}
+
+
+def test_fig9_table_and_verdicts(tmp_path):
+    results = {"CNN+GRU+FiLM": {"kind": "film", "trained_on_A": _scores(0.9, 0.7),
+                                "finetuned": {0.01: _scores(0.88, 0.72), 1.0: _scores(0.8, 0.9)}},
+               "CNN+LSTM+SA": {"kind": "cnn_lstm_sa", "trained_on_A": _scores(0.6, 0.5),
+                               "finetuned": {1.0: _scores(0.62, 0.55)}}}
+    zero = {"applies_to": 30, "questions": 100, "share": 0.3, "accuracy_before": 0.6, "accuracy_after": 0.7}
+    rows = cogent.write_fig9(results, tmp_path, "cogent_smoke", zero=zero)
+    assert [r["model"] for r in rows] == ["CNN+GRU+FiLM", "CNN+GRU+FiLM 0-Shot", "CNN+LSTM+SA"]
+    assert rows[0]["finetune_B_on_B"] == 90.0 and rows[0]["paper_train_A_on_B"] == 75.6
+    assert rows[1]["train_A_on_B"] == 73.0 and rows[1]["finetune_B_on_A"] is None   # 70 + (70 - 60) * 0.3
+    md = (tmp_path / "cogent_smoke.md").read_text()
+    assert "| CNN+GRU+FiLM 0-Shot | 90.0 | 73.0 | – | – | 98.3 | 78.8 | 81.1 | 96.9 |" in md
+    found = {v["claim"]: v["holds"] for v in cogent.verdicts(results, zero)}
+    assert found == {"CNN+GRU+FiLM: accuracy drops from A to B": True,
+                     "CNN+GRU+FiLM: fine-tuning on B recovers B and forgets some of A": True,
+                     "CNN+LSTM+SA: accuracy drops from A to B": True,
+                     "CNN+LSTM+SA: fine-tuning on B recovers B and forgets some of A": False,   # A went up
+                     "the zero-shot method improves the B questions it applies to (paper: 71.5 → 80.7)": True}
+    none = cogent.verdicts(results, {"applies_to": 0, "share": 0.0, "accuracy_before": None, "accuracy_after": None})
+    assert none[-1]["holds"] is False and none[-1]["numbers"] == "it applies to no question"
