@@ -266,6 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0..{MAX_SEED} (default 0)")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    sh = command("ship", help="write a trained FiLM run as the shipped weights (safetensors + manifest)",
+                 description="Write <out>/<name>.safetensors, <name>_perception.safetensors and <name>.json "
+                 "(configs, vocabulary, SHA-256 of each file, provenance) from --run/best.pt, a perception "
+                 "checkpoint and the data's vocabulary; filmlib.shipped.load reads and checks them.")
+    sh.add_argument("--run", required=True, type=Path, help="FiLM run directory (its best.pt)")
+    sh.add_argument("--perception", required=True, type=Path, help="perception.pt whose maps the run read")
+    sh.add_argument("--vocab", required=True, type=Path, help="the data's vocab.json")
+    sh.add_argument("--out", type=Path, help="folder (default: the package's filmlib/weights)")
+    sh.add_argument("--name", default="film_cpu", help="file stem (default film_cpu)")
+
     t = command("train", help="train FiLM (or a Table 1 baseline) on a preprocessed dataset",
                 description="Train CNN+GRU+FiLM, or with --model a Table 1 baseline; resumes from "
                 "--out/last.pt if present. Under torchrun it runs DistributedDataParallel.")
@@ -562,6 +572,13 @@ def _run(args) -> dict:
         run.pop("history", None)
         ckpt = args.out / perception.CHECKPOINT
         summary = {"pretrain": run, "extracted": {s: perception.extract(ckpt, args.cache, s) for s in args.splits}}
+    elif args.command == "ship":
+        from . import shipped
+        _need_file(args.run / "best.pt", "--run", "train it first")
+        _need_file(args.perception, "--perception", "make it with `python -m filmlib perception`")
+        _need_file(args.vocab, "--vocab", "preprocess the data first")
+        info = shipped.export(args.run, args.perception, args.vocab, args.out or shipped.WEIGHTS_DIR, args.name)
+        summary = {"files": info["files"], "sha256": info["sha256"], "source": info["source"]}
     elif args.command == "study":
         from . import study
         _need_data(args.data, ("train", "val"))
