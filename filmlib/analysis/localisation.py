@@ -13,11 +13,13 @@ from torch import Tensor
 
 
 @torch.no_grad()
-def pooled_sources(model, visual: Tensor, questions: Tensor) -> Tensor:
+def pooled_sources(model, visual: Tensor, questions: Tensor | None, *, gammas: Tensor | None = None,
+                   betas: Tensor | None = None) -> Tensor:
     """(N, H, W): for each question, the fraction of the classifier's max-pooled features whose
-    maximum lies in each cell of the final grid (each map sums to 1)."""
+    maximum lies in each cell of the final grid (each map sums to 1). ``gammas``/``betas``: use
+    these instead of the generator's (both given: ``questions`` may be None)."""
     model.eval()
-    _, features = model(visual, questions, return_features=True)
+    _, features = model(visual, questions, gammas=gammas, betas=betas, return_features=True)
     fmap = features["classifier_map"]                          # (N, P, H, W)
     N, P, H, W = fmap.shape
     where = fmap.flatten(2).argmax(2)                          # (N, P): the cell of each max
