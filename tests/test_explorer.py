@@ -74,4 +74,4 @@ def test_the_shipped_model_answers_fresh_scenes(explorer):
         for q in template_questions(s.record, k=5, seed=seed):
             right += explorer.ask(s.image, q["question"]).prediction == q["answer"]
             total += 1
-    assert right / total > 0.5, (right, total)
+    assert right / total > 0.6, (right, total)         # 28 of 30 when written; question-only: ~46%
