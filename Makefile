@@ -19,7 +19,7 @@ TESTRUN := results/_test
 # large CPU tensors on transparent huge pages (see filmlib/__init__.py); 0 opts out
 export THP_MEM_ALLOC_ENABLE ?= 1
 
-.PHONY: setup test pytest nbval reproduce check-params smoke bench lab clean
+.PHONY: setup test pytest nbval browser-setup browser-test reproduce check-params smoke bench lab clean
 
 setup: $(VENV)/.installed
 
@@ -29,11 +29,26 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,notebooks]'
 	touch $@
 
-## tests: the package's pytest suite, then every notebook under nbval (lax) at scale smoke
-test: setup pytest nbval
+## tests: the package's pytest suite (its browser test included), then every notebook under nbval (lax) at scale smoke
+test: setup browser-setup pytest nbval
 
 pytest: setup
 	$(PY) -m pytest -q tests
+
+## the browser test's Chromium: Debian's package (root, or sudo), when /usr/bin/chromium is missing
+CHROMIUM ?= /usr/bin/chromium
+browser-setup:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+	    echo "error: $(CHROMIUM) is missing and neither root nor sudo can install Debian's chromium" >&2; exit 1; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+	    { $$SUDO apt-get update -q >/dev/null && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	fi
+	@$(CHROMIUM) --version
+
+## only the browser test (JupyterLab + Chromium driven by Playwright, notebook 08)
+browser-test: setup browser-setup
+	$(PY) -m pytest -q tests/test_browser.py
 
 # Notebooks are committed without outputs; papermill injects the smoke parameters into copies
 # under $(TESTRUN) (no execution), which nbval then runs cell by cell.

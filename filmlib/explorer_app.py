@@ -10,6 +10,7 @@ changes. Its methods (:meth:`ExplorerApp.ask`, :meth:`new_scene`...) drive it fr
 """
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -60,14 +61,14 @@ class ExplorerApp:
         self.ex, self.root, self.split, self.size = explorer, None if root is None else Path(root), split, (width, height)
         self._split_questions = None
         sources = ["fresh scene"] + (["a " + split + " image"] if self._has_split() else [])
-        self.source = w.ToggleButtons(options=sources, value=sources[0], description="scene")
+        self.source = w.Dropdown(options=sources, value=sources[0], description="scene", layout=w.Layout(width="240px"))
         self.seed = w.BoundedIntText(value=seed, min=0, max=10**9, description="seed / index")
         self.objects = w.IntSlider(value=6, min=3, max=10, description="objects")
         self.draw = w.Button(description="draw", icon="refresh")
         self.obj = w.Dropdown(options=[], description="object")
         self.attr = {name: w.Dropdown(options=("–",) + values, value="–", description=name, layout=w.Layout(width="190px"))
                      for name, values in ATTRIBUTES.items()}
-        self.apply = w.Button(description="apply to the object")
+        self.apply = w.Button(description="apply", tooltip="apply to the object", layout=w.Layout(width="80px"))
         self.templates = w.Dropdown(options=[], description="templates", layout=w.Layout(width="95%"))
         self.question = w.Text(value="", placeholder="type a question and press Enter", description="question",
                                layout=w.Layout(width="95%"), continuous_update=False)
@@ -121,16 +122,22 @@ class ExplorerApp:
             self.image = np.asarray(Image.open(clevr.image_path(self.root, self.split, index)).convert("RGB"))
             record = {"objects": []}
             questions = [q for q in self._questions_of_split() if q["image_index"] == index]
-        self.obj.options = [(f"{i}: {o['size']} {o['color']} {o['material']} {o['shape']}", i)
-                            for i, o in enumerate(record["objects"])]
+        self._set_objects(record)
         self.obj.disabled = self.apply.disabled = self.scene is None
-        self.templates.options = [("(type your own)", None)] + [(q["question"], json.dumps(q)) for q in questions]
-        self.templates.value = None
+        self.templates.options = [("(type your own)", "")] + [(q["question"], json.dumps(q)) for q in questions]
+        self.templates.value = ""
         self._visual = self.ex.visual(self.image)
         if not self.question.value and questions:
             self.question.value = questions[0]["question"]        # asks
         else:
             self.ask()
+
+    def _set_objects(self, record: dict):
+        chosen = self.obj.value
+        self.obj.options = [(f"{i}: {o['size']} {o['color']} {o['material']} {o['shape']}", i)
+                            for i, o in enumerate(record["objects"])]
+        if self.obj.options:
+            self.obj.value = chosen if chosen is not None and chosen < len(self.obj.options) else 0
 
     def _questions_of_split(self) -> list[dict]:
         from .data import clevr
@@ -149,9 +156,8 @@ class ExplorerApp:
         self.scene = edit_object(self.scene, int(index), **attributes)
         self.image = self.scene.image
         record = self.scene.record
-        self.obj.options = [(f"{i}: {o['size']} {o['color']} {o['material']} {o['shape']}", i)
-                            for i, o in enumerate(record["objects"])]
-        self.templates.options = [("(type your own)", None)] + [
+        self._set_objects(record)
+        self.templates.options = [("(type your own)", "")] + [
             (q["question"], json.dumps(q)) for q in template_questions(record, k=10, seed=int(self.seed.value))]
         self._visual = self.ex.visual(self.image)
         self.ask()
@@ -175,14 +181,15 @@ class ExplorerApp:
         keep_b = {b: bb.value for b, (_, bb) in self.dials.items() if bb.value != 1.0}
         self.answer = self.ex.ask(self._visual, text, keep_gamma=keep_g, keep_beta=keep_b)
         template = next((json.loads(v) for _, v in self.templates.options if v and json.loads(v)["question"] == text), None)
-        lines = [f"<b>FiLM's answer: <span class='filmlib-answer'>{self.answer.prediction}</span></b> "
+        lines = [f"<span class='filmlib-question'>{html.escape(text)}</span>",
+                 f"<b>FiLM's answer: <span class='filmlib-answer'>{self.answer.prediction}</span></b> "
                  f"({100 * self.answer.top[0][1]:.0f}%)"]
         if template is not None:
             lines.append(f"template question; true answer: <b>{template.get('answer')}</b>"
                          + (f"; program: <code>{program_text(template['program'])}</code>" if template.get("program") else ""))
         if self.answer.unknown:
             lines.append("<span style='color:#b00'>words the model has never seen (read as &lt;UNK&gt;): "
-                         + ", ".join(self.answer.unknown) + "</span>")
+                         + html.escape(", ".join(self.answer.unknown)) + "</span>")
         if keep_g or keep_b:
             lines.append("dialled: " + ", ".join([f"γ block {b + 1} × {k:g}" for b, k in keep_g.items()]
                                                  + [f"β block {b + 1} × {k:g}" for b, k in keep_b.items()]))
