@@ -2,8 +2,9 @@
 
 One FiLM run per variant (``FiLMConfig.ablation(name)`` for Table 2, ``variant(num_blocks=d)``
 for Table 3) into ``<results>/ablations_<scale>/<name>/``, with the scale's FiLM recipe
-(section ``film``: data, stem, batch, optimiser, schedule, seed) and one question budget for
-every row (section ``ablations``: ``max_samples``, the schedule's horizon too). A finished run is
+(section ``film``: data, stem, batch, optimiser, schedule), one seed (``run_ablations(seed=)``)
+and one question budget for every row (section ``ablations``: ``max_samples``, the schedule's
+horizon too; a row its ``minutes`` guard stops sees fewer, which its ``samples`` say). A finished run is
 kept and an interrupted one resumes from its ``last.pt``. Each run is then scored on the whole
 val split (``metrics.json``, ``predictions_val.jsonl``) and compared with the best model's run
 by McNemar's test on the same questions.
@@ -117,9 +118,11 @@ def trained(run_dir, budget: int | None, minutes: float | None) -> bool:
 
 
 def _scored(run_dir: Path) -> bool:
+    """Has the run's best checkpoint been scored on val since it was written?"""
     metrics, best = run_dir / "metrics.json", run_dir / "best.pt"
-    return metrics.is_file() and (run_dir / "predictions_val.jsonl").is_file() and \
-        metrics.stat().st_mtime >= best.stat().st_mtime
+    if not (metrics.is_file() and best.is_file() and (run_dir / "predictions_val.jsonl").is_file()):
+        return False
+    return metrics.stat().st_mtime >= best.stat().st_mtime and json.loads(metrics.read_text()).get("split") == "val"
 
 
 def run_ablations(scale: str, data_dir, results_dir, *, names=None, seed: int = 0, lanes: int | None = None,
@@ -159,11 +162,11 @@ def _as_dict(v: Variant) -> dict:
             "changes": dict(v.changes), "seed": v.seed}
 
 
-def table_rows(scale: str, results_dir, table: str) -> list[dict]:
+def table_rows(scale: str, results_dir, table: str, seed: int = 0) -> list[dict]:
     """The rows of ``table`` ("table2" or "table3") with a scored run: ours (val %), the paper's,
     each one's difference from its best model, and McNemar's test against our best model's run
     (``p_value``; ``only_row``/``only_best``: questions only one of the two answers right).
-    Extra seeds appear as their own rows (``seed``)."""
+    Extra seeds appear as their own rows (``seed``); ``seed``: the one ``run_ablations`` used."""
     if table not in ("table2", "table3"):
         raise ValueError(f"table={table!r}: expected 'table2' or 'table3'")
     _, ab = _config(scale)
@@ -172,7 +175,7 @@ def table_rows(scale: str, results_dir, table: str) -> list[dict]:
     best = _metrics(best_dir)
     best_correct = read_correct(best_dir / "predictions_val.jsonl") if best else None
     rows = []
-    members = [v for v in variants(ab.get("seeds")) if v.table == table or v.name.startswith("best")]
+    members = [v for v in variants(ab.get("seeds"), seed) if v.table == table or v.name.startswith("best")]
     if table == "table3":   # depth order, the best model's row(s) at its depth
         members.sort(key=lambda v: v.changes.get("num_blocks", BEST_DEPTH))
     for v in members:
@@ -194,33 +197,39 @@ def table_rows(scale: str, results_dir, table: str) -> list[dict]:
 
 
 def _metrics(run_dir: Path) -> dict | None:
+    """The run's val metrics (None before it is scored on val)."""
     path = run_dir / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    m = json.loads(path.read_text()) if path.is_file() else None
+    return m if m is not None and "val_accuracy" in m else None
 
 
 COLUMNS = ("row", "seed", "ours", "paper", "ours_minus_best", "paper_minus_best", "p_value", "only_row",
            "only_best", "samples", "train_minutes")
 
 
-def write_tables(scale: str, results_dir) -> dict[str, list[dict]]:
+def write_tables(scale: str, results_dir, seed: int = 0) -> dict[str, list[dict]]:
     """``table2_<scale>.md/.csv`` and ``table3_<scale>.md/.csv`` in ``results_dir`` (written
-    atomically): our column beside the paper's, labelled. Returns the rows."""
+    atomically): our column beside the paper's, labelled, and the questions each row saw.
+    ``seed``: the one ``run_ablations`` used. Returns the rows."""
     _, ab = _config(scale)
     budget = (f"for the same {ab['max_samples']:,} questions" if ab.get("max_samples")
               else "with the same stopping rule")
     results_dir = Path(results_dir)
     out = {}
     for table, title in (("table2", "Table 2: ablations"), ("table3", "Table 3: number of FiLM-ed ResBlocks")):
-        rows = out[table] = table_rows(scale, results_dir, table)
+        rows = out[table] = table_rows(scale, results_dir, table, seed)
         md = [f"# {title}, val accuracy (%)", "",
-              f"Ours: val at scale `{scale}`, every row trained {budget} (the same recipe and seed; "
-              "`filmlib.ablations`). The paper's: "
+              f"Ours: val at scale `{scale}`, every row trained {budget} with the same recipe and seed "
+              "(`filmlib.ablations`; extra seeds as their own rows; a row stopped by its time guard saw the "
+              "questions its column says). The paper's: "
               "CLEVR val (Perez et al. 2017; quoted, not run here). p: McNemar's test of the row against our "
               "best model on the same questions.", "",
-              "| Variant | seed | ours | paper | ours − best | paper − best | McNemar p |", "|---|---|---|---|---|---|---|"]
+              "| Variant | seed | ours | paper | ours − best | paper − best | McNemar p | questions |",
+              "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             cells = [r["row"], r["seed"], f"{r['ours']:.1f}", _num(r["paper"]), _num(r["ours_minus_best"], "+.1f"),
-                     _num(r["paper_minus_best"], "+.1f"), _num(r.get("p_value"), ".2g")]
+                     _num(r["paper_minus_best"], "+.1f"), _num(r.get("p_value"), ".2g"),
+                     "–" if r["samples"] is None else f"{r['samples']:,}"]
             md.append("| " + " | ".join(map(str, cells)) + " |")
         atomic_write_text(results_dir / f"{table}_{scale}.md", "\n".join(md) + "\n")
         buf = io.StringIO()

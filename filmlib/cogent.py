@@ -102,15 +102,23 @@ def _train(kind: str, data_dir, out_dir, scale: str, *, max_samples: int | None,
         kw = film_train_kwargs({**film, **({"lr": lr} if lr else {})})
         return train_film(data_dir, out_dir, seed=seed, device=device, progress=progress, **{**kw, **extra})
     kw = _budget_kwargs(film, {**(cfg.get("baselines") or {}), "minutes": None}, kind)
+    if lr:
+        kw["lr"] = lr                                   # else the authors' lr for the baseline
     return train_baseline(data_dir, out_dir, kind, preset_name=scale, stem=film["stem"], features=film.get("features"),
-                          lr=lr or 1e-3, max_samples=max_samples, seed=seed, device=device, progress=progress,
-                          **{**kw, **extra})
+                          max_samples=max_samples, seed=seed, device=device, progress=progress, **{**kw, **extra})
 
 
 def table1_lr(results_dir, kind: str, scale: str) -> float | None:
     """The peak learning rate notebook 03 picked for a baseline on val (None before it has)."""
     path = Path(results_dir) / f"{kind}_{scale}" / "lr_grid.json"
     return float(json.loads(path.read_text())["chosen"]) if path.is_file() else None
+
+
+def _started_lr(run_dir: Path) -> float | None:
+    """The learning rate a run already started with (its resume must keep it)."""
+    from .train import load_checkpoint
+    last = run_dir / "last.pt"
+    return float(load_checkpoint(last)["train_config"]["lr"]) if last.is_file() else None
 
 
 def run_cogent(scale: str, data_dir, results_dir, *, kinds=KINDS, seed: int = 0, device: str = "auto",
@@ -126,19 +134,23 @@ def run_cogent(scale: str, data_dir, results_dir, *, kinds=KINDS, seed: int = 0,
     pool, rest = pool_and_eval_rows(data_dir, cfg["finetune_images"])
     out = {}
     for kind in kinds:
-        lr = None if kind == "film" else table1_lr(results_dir, kind, scale)
         base = out_root / f"{kind}_A"
+        lr = None if kind == "film" else (_started_lr(base) or table1_lr(results_dir, kind, scale))
         _train(kind, data_dir, base, scale, max_samples=cfg["train_samples"], device=dev, progress=progress,
                seed=seed, lr=lr, splits=("trainA", "valA"))
         row = {"kind": kind, "trained_on_A": score(base, data_dir, rest, device=dev), "finetuned": {}}
         for fraction in FRACTIONS:
-            rows = pool[:max(1, round(fraction * len(pool)))]
+            rows = pool[:max(2, round(fraction * len(pool)))]      # batch norm trains on 2 or more
             ft = out_root / f"{kind}_B{100 * fraction:g}"
+            # a share smaller than a batch is one batch of it (the Trainer drops a last partial batch)
+            batch = min(load_scale(scale)["film"]["batch_size"], len(rows))
             budget = min(cfg["finetune_epochs"] * len(rows), cfg["finetune_max_samples"])
+            # valA is scored each epoch (the forgetting), but neither picks the checkpoint nor stops the run
             _train(kind, data_dir, ft, scale, max_samples=budget, device=dev, progress=progress, seed=seed,
                    lr=cfg["finetune_lr"], splits=("valB", "valA"), train_indices=rows, init_from=base / "best.pt",
                    schedule="constant", warmup_samples=0, schedule_samples=None, epochs=cfg["finetune_epochs"],
-                   val_samples=cfg.get("finetune_val_samples"), curve_samples=None, eval_every_samples=None)
+                   batch_size=batch, patience=None, val_samples=cfg.get("finetune_val_samples"),
+                   curve_samples=None, eval_every_samples=None)
             row["finetuned"][fraction] = score(ft, data_dir, rest, which="last", device=dev) | {"questions": len(rows)}
         out[LABELS.get(kind, "CNN+GRU+FiLM")] = row
     return out

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .data.vocab import Vocab
@@ -129,3 +130,21 @@ def load(name: str = DEFAULT, directory=WEIGHTS_DIR) -> Shipped:
     _load_tensors(Path(directory) / files["film"], sha["film"], film)
     _load_tensors(Path(directory) / files["perception"], sha["perception"], perception)
     return Shipped(film.eval(), perception.eval(), vocab, info)
+
+
+@torch.no_grad()
+def reads_these_maps(model: Shipped, cache_dir, split: str = "val", n: int = 8) -> bool:
+    """Are ``<cache_dir>/<split>_perception.h5``'s maps the shipped perception CNN's? (Its trunk
+    run again on the split's first ``n`` cached images; the maps are stored as float16.)"""
+    import h5py
+
+    from .data.features import normalize_images
+    cache_dir = Path(cache_dir)
+    maps, images = cache_dir / f"{split}_perception.h5", cache_dir / f"{split}_images.h5"
+    if not (maps.is_file() and images.is_file()):
+        return False
+    with h5py.File(images, "r") as fi, h5py.File(maps, "r") as fm:
+        x = torch.from_numpy(fi["images"][:n])
+        stored = torch.from_numpy(fm["features"][:n].astype(np.float32))
+    mine = model.perception.trunk(normalize_images(x))
+    return mine.shape == stored.shape and torch.allclose(mine, stored, rtol=1e-2, atol=1e-2)

@@ -118,9 +118,28 @@ def test_pooled_sources_are_the_argmax_cells_of_the_classifier_map(model, val):
     N, P, H, W = fmap.shape
     assert heat.shape == (N, H, W)
     torch.testing.assert_close(heat.sum((1, 2)), torch.ones(N))
-    cell = fmap[0].flatten(1).argmax(1)                  # (P,)
-    expected = torch.bincount(cell, minlength=H * W).float() / P
+    flat = fmap[0].flatten(1)                            # (P, H*W)
+    positive = flat.amax(1) > 0                          # a map zero everywhere has no argmax to count
+    expected = torch.bincount(flat[positive].argmax(1), minlength=H * W).float() / positive.sum()
     torch.testing.assert_close(heat[0].flatten(), expected)
+
+
+class _Maps(torch.nn.Module):
+    """A stand-in whose classifier maps are given: map 0 zero everywhere (as after a ReLU)."""
+    def __init__(self, fmap):
+        super().__init__()
+        self.fmap = fmap
+
+    def forward(self, visual, questions, gammas=None, betas=None, return_features=False):
+        return None, {"classifier_map": self.fmap}
+
+
+def test_maps_that_are_zero_everywhere_are_not_counted_at_the_first_cell():
+    fmap = torch.zeros(2, 3, 2, 2)
+    fmap[0, 1, 1, 1], fmap[0, 2, 0, 1] = 2.0, 1.0        # sample 0: maps 1 and 2 positive, map 0 all zero
+    heat = analysis.pooled_sources(_Maps(fmap), torch.zeros(2, 1), None)
+    torch.testing.assert_close(heat[0], torch.tensor([[0.0, 0.5], [0.0, 0.5]]))
+    assert heat[1].sum() == 0                             # nothing positive: no cell is credited
     ax = analysis.overlay(np.zeros((40, 60, 3), np.uint8), heat[0])
     assert ax.images[1].get_extent() == [0, 60, 40, 0]
 

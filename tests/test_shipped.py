@@ -88,3 +88,21 @@ def test_a_missing_weights_file_is_named(exported, tmp_path):
     (d / "tiny_perception.safetensors").unlink()
     with pytest.raises(shipped.ShippedWeightsError, match=r"tiny_perception\.safetensors: missing"):
         shipped.load("tiny", d)
+
+
+def test_maps_made_by_another_perception_cnn_are_told_apart(tmp_path):
+    import h5py
+    import numpy as np
+    s = shipped.load()
+    images = np.random.default_rng(0).integers(0, 256, (4, 3, 80, 80), dtype=np.uint8)
+    from filmlib.data.features import normalize_images
+    maps = s.perception.trunk(normalize_images(torch.from_numpy(images))).detach().numpy().astype(np.float16)
+    with h5py.File(tmp_path / "val_images.h5", "w") as f:
+        f["images"] = images
+    with h5py.File(tmp_path / "val_perception.h5", "w") as f:
+        f["features"] = maps
+    assert shipped.reads_these_maps(s, tmp_path, n=4)
+    with h5py.File(tmp_path / "val_perception.h5", "w") as f:
+        f["features"] = maps * 1.5
+    assert not shipped.reads_these_maps(s, tmp_path, n=4)
+    assert not shipped.reads_these_maps(s, tmp_path / "nowhere")

@@ -54,11 +54,12 @@ def accuracies(model, dataset, overrides: dict[str, Override | None], *, max_que
     """Accuracy of ``model`` on the first ``max_questions`` of ``dataset`` under each override
     (None: the model as trained). The same seed gives the same noise."""
     model.eval()
+    device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     correct = {name: 0 for name in overrides}
     n = 0
     for batch in make_loader(dataset, batch_size):
-        visual, questions, answers = default_batch(batch)
+        visual, questions, answers = (t.to(device) for t in default_batch(batch))
         if max_questions is not None and n + len(answers) > max_questions:
             keep = max_questions - n
             visual, questions, answers = visual[:keep], questions[:keep], answers[:keep]
@@ -102,10 +103,11 @@ def interpolate(model, visual: Tensor, question_a: Tensor, question_b: Tensor, s
     if steps < 2:
         raise ValueError(f"steps={steps}: need at least the two end points")
     model.eval()
-    visual = visual if visual.dim() == 4 else visual[None]
-    ga, ba = model.film_params(question_a.reshape(1, -1))
-    gb, bb = model.film_params(question_b.reshape(1, -1))
-    t = torch.linspace(0, 1, steps).view(steps, 1, 1)
+    device = next(model.parameters()).device
+    visual = (visual if visual.dim() == 4 else visual[None]).to(device)
+    ga, ba = model.film_params(question_a.reshape(1, -1).to(device))
+    gb, bb = model.film_params(question_b.reshape(1, -1).to(device))
+    t = torch.linspace(0, 1, steps, device=device).view(steps, 1, 1)
     logits = model(visual.expand(steps, *visual.shape[1:]), gammas=(1 - t) * ga + t * gb,
                    betas=(1 - t) * ba + t * bb)
-    return torch.softmax(logits.float(), dim=1).numpy()
+    return torch.softmax(logits.float(), dim=1).cpu().numpy()

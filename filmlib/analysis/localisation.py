@@ -16,15 +16,19 @@ from torch import Tensor
 def pooled_sources(model, visual: Tensor, questions: Tensor | None, *, gammas: Tensor | None = None,
                    betas: Tensor | None = None) -> Tensor:
     """(N, H, W): for each question, the fraction of the classifier's max-pooled features whose
-    maximum lies in each cell of the final grid (each map sums to 1). ``gammas``/``betas``: use
-    these instead of the generator's (both given: ``questions`` may be None)."""
+    maximum lies in each cell of the final grid (each map sums to 1). A feature map that is zero
+    everywhere (it follows a ReLU) has no place its maximum comes from and is left out; a question
+    with no positive feature gets a map of zeros. ``gammas``/``betas``: use these instead of the
+    generator's (both given: ``questions`` may be None)."""
     model.eval()
     _, features = model(visual, questions, gammas=gammas, betas=betas, return_features=True)
-    fmap = features["classifier_map"]                          # (N, P, H, W)
+    fmap = features["classifier_map"].float().cpu()            # (N, P, H, W)
     N, P, H, W = fmap.shape
-    where = fmap.flatten(2).argmax(2)                          # (N, P): the cell of each max
-    counts = torch.zeros(N, H * W).scatter_add_(1, where.cpu(), torch.ones(N, P))
-    return (counts / P).view(N, H, W)
+    flat = fmap.flatten(2)
+    where = flat.argmax(2)                                     # (N, P): the cell of each max
+    counted = (flat.amax(2) > 0).float()                       # (N, P): maps with a positive maximum
+    counts = torch.zeros(N, H * W).scatter_add_(1, where, counted)
+    return (counts / counted.sum(1, keepdim=True).clamp(min=1)).view(N, H, W)
 
 
 def overlay(image: np.ndarray, heat, ax=None, alpha: float = 0.55, cmap: str = "magma"):

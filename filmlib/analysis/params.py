@@ -63,7 +63,8 @@ def collect(model, dataset, *, max_questions: int | None = None, batch_size: int
     """γ and β of the first ``max_questions`` questions of ``dataset`` (all by default).
 
     ``dataset`` is a :class:`~filmlib.data.datasets.ClevrQuestionsDataset`; only its questions
-    are read, so a question-only one (no visual file) is the fast choice.
+    are used, but a dataset with a visual file still reads each item's visual input, so a
+    question-only one (no visual file) is the fast choice.
     """
     if model.cfg.n_filmed == 0:
         raise ValueError("this model FiLMs no block: it has no γ and β to collect")
@@ -75,13 +76,17 @@ def collect(model, dataset, *, max_questions: int | None = None, batch_size: int
     for start in range(0, n, batch_size):
         rows = range(start, min(start + batch_size, n))
         batch = collate([_question_item(dataset, i) for i in rows])
-        g, b = model.film_params(batch["questions"])
-        gammas.append(g.float().numpy())
-        betas.append(b.float().numpy())
+        g, b = model.film_params(batch["questions"].to(_device(model)))
+        gammas.append(g.float().cpu().numpy())
+        betas.append(b.float().cpu().numpy())
         for key, name in _META.items():
             meta[name].append(batch[key].numpy() if key in batch else np.full(len(rows), -1))
     return FiLMParams(np.concatenate(gammas), np.concatenate(betas), tuple(model.cfg.filmed),
                       {k: np.concatenate(v) for k, v in meta.items()})
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _question_item(dataset, i: int) -> dict:
