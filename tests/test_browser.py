@@ -8,7 +8,6 @@ package) and the Python package playwright (the dev extra)."""
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from process_helpers import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("FILMLIB_CHROMIUM", "/usr/bin/chromium")
@@ -70,11 +71,7 @@ def lab(tmp_path):
             pytest.fail(f"JupyterLab did not answer on {url}: {(tmp_path / 'lab.log').read_text()[-2000:]}")
         yield url, token, tmp_path
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
         log.close()
 
 

@@ -2,7 +2,6 @@
 `make lab` serves the repository (notebooks/ and results/) on 127.0.0.1, as root too."""
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from process_helpers import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)     # the environment running the tests (make's own .venv under `make test`)
@@ -61,11 +62,7 @@ def test_lab_serves_notebooks_and_results_on_localhost():
         assert {p.name for p in (ROOT / "notebooks").glob("0*.ipynb")} <= names["notebooks"]
         assert "README.md" in names["results"] and "figures" in names["results"]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
 
 
 def test_reproduce_runs_every_notebook_on_a_clevr_tree_in_the_release_layout(tmp_path):
