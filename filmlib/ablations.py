@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import load_scale
@@ -142,7 +142,7 @@ def run_ablations(scale: str, data_dir, results_dir, *, names=None, seed: int = 
     threads = ab.get("threads") or film.get("threads") or (lanes if lanes > 1 else None)
     kw = train_kwargs(scale, threads=None if threads is None else max(1, threads // lanes))
     todo = [v for v in rows if not trained(out_root / v.name, ab.get("max_samples"), ab.get("minutes"))]
-    jobs = [(v.name, dict(variant=_as_dict(v), data_dir=str(data_dir), out_dir=str(out_root / v.name),
+    jobs = [(v.name, dict(variant=asdict(v), data_dir=str(data_dir), out_dir=str(out_root / v.name),
                           train_kw=kw, device=device)) for v in todo]
     if lanes == 1:
         for _, job in jobs:
@@ -155,11 +155,6 @@ def run_ablations(scale: str, data_dir, results_dir, *, names=None, seed: int = 
         out[v.name] = (json.loads((run / "metrics.json").read_text()) if _scored(run)
                        else evaluate_run(run, data_dir, "val", device=device, label=v.label))
     return out
-
-
-def _as_dict(v: Variant) -> dict:
-    return {"name": v.name, "label": v.label, "table": v.table, "ablation": v.ablation,
-            "changes": dict(v.changes), "seed": v.seed}
 
 
 def table_rows(scale: str, results_dir, table: str, seed: int = 0) -> list[dict]:

@@ -170,12 +170,17 @@ def zero_shot_row(scale: str, data_dir, root, results_dir, *, device: str = "cpu
     return got
 
 
+def _whole_pool(row: dict) -> dict:
+    """The scores after fine-tuning on the whole pool (the largest share)."""
+    return row["finetuned"][max(row["finetuned"])]
+
+
 def fig9_rows(results: dict[str, dict], zero: dict | None = None) -> list[dict]:
     """The Figure 9 table (%): ours (fine-tuned on the whole pool) beside the paper's; with
     ``zero`` (:func:`zero_shot_row`) a FiLM 0-shot row (B with the method; A unchanged)."""
     rows = []
     for name, r in results.items():
-        a, full = r["trained_on_A"], r["finetuned"][max(r["finetuned"])]
+        a, full = r["trained_on_A"], _whole_pool(r)
         rows.append({"model": name, "train_A_on_A": 100 * a["A"], "train_A_on_B": 100 * a["B"],
                      "finetune_B_on_A": 100 * full["A"], "finetune_B_on_B": 100 * full["B"]})
         if zero and name == "CNN+GRU+FiLM" and zero.get("accuracy_after") is not None:
@@ -220,7 +225,7 @@ def verdicts(results: dict[str, dict], zero: dict | None = None) -> list[dict]:
     some of A; the zero-shot method improves the questions it applies to."""
     out = []
     for name, r in results.items():
-        a, full = r["trained_on_A"], r["finetuned"][max(r["finetuned"])]
+        a, full = r["trained_on_A"], _whole_pool(r)
         out.append({"claim": f"{name}: accuracy drops from A to B", "holds": a["B"] < a["A"],
                     "numbers": f"A {100 * a['A']:.1f}, B {100 * a['B']:.1f}"})
         out.append({"claim": f"{name}: fine-tuning on B recovers B and forgets some of A",

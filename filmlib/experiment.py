@@ -329,9 +329,8 @@ def train_baseline(data_dir, out_dir, kind: str, *, preset_name: str = "cpu", st
     cfg = TrainConfig(out_dir=str(out_dir), **train_kw)
     cfg.extra.update(preset=preset_name, data_dir=str(data_dir), model=kind, features=feats, splits=list(splits),
                      init_from=None if init_from is None else str(init_from))
-    batch_fn = question_only_batch if kind == "lstm" else default_batch
-    trainer = Trainer(model, train_set, val_set, cfg, collate_fn=collate, batch_fn=batch_fn, model_config=cfg_dict,
-                      curve_set=curve_set)
+    trainer = Trainer(model, train_set, val_set, cfg, collate_fn=collate, batch_fn=batch_fn_for(train_set),
+                      model_config=cfg_dict, curve_set=curve_set)
     summary = trainer.fit()
     summary["parameters"] = param_count(model)
     return summary

@@ -20,6 +20,7 @@ from PIL import Image
 
 from .analysis.localisation import pooled_sources
 from .data.features import normalize_images
+from .data.preprocess import resize_image
 from .data.vocab import Vocab, tokenize
 
 
@@ -138,8 +139,8 @@ class Explorer:
         square input (bicubic, as preprocessing does) and normalised, through the perception
         trunk for a features stem."""
         size = self.perception.cfg.image_size if self.perception is not None else self.film.cfg.image_size
-        square = np.array(Image.fromarray(np.asarray(image)[..., :3]).resize((size, size), Image.Resampling.BICUBIC))
-        x = normalize_images(torch.from_numpy(square).permute(2, 0, 1)[None].contiguous())
+        square = resize_image(Image.fromarray(np.asarray(image)[..., :3]), (size, size))
+        x = normalize_images(torch.from_numpy(np.ascontiguousarray(square))[None])
         if self.perception is None:
             return x
         with torch.no_grad():

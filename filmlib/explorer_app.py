@@ -11,7 +11,6 @@ changes. Its methods (:meth:`ExplorerApp.ask`, :meth:`new_scene`...) drive it fr
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +59,7 @@ class ExplorerApp:
         from .synth.attributes import ATTRIBUTES
         self.ex, self.root, self.split, self.size = explorer, None if root is None else Path(root), split, (width, height)
         self._split_questions = None
+        self._templates: dict[str, dict] = {}
         sources = ["fresh scene"] + (["a " + split + " image"] if self._has_split() else [])
         self.source = w.Dropdown(options=sources, value=sources[0], description="scene", layout=w.Layout(width="240px"))
         self.seed = w.BoundedIntText(value=seed, min=0, max=10**9, description="seed / index")
@@ -124,8 +124,7 @@ class ExplorerApp:
             questions = [q for q in self._questions_of_split() if q["image_index"] == index]
         self._set_objects(record)
         self.obj.disabled = self.apply.disabled = self.scene is None
-        self.templates.options = [("(type your own)", "")] + [(q["question"], json.dumps(q)) for q in questions]
-        self.templates.value = ""
+        self._set_templates(questions)
         self._visual = self.ex.visual(self.image)
         if not self.question.value and questions:
             self.question.value = questions[0]["question"]        # asks
@@ -138,6 +137,13 @@ class ExplorerApp:
                             for i, o in enumerate(record["objects"])]
         if self.obj.options:
             self.obj.value = chosen if chosen is not None and chosen < len(self.obj.options) else 0
+
+    def _set_templates(self, questions: list[dict]):
+        """The template questions of the scene, by their text (a typed question that matches one
+        shows its program and true answer)."""
+        self._templates = {q["question"]: q for q in questions}
+        self.templates.options = [("(type your own)", "")] + [(text, text) for text in self._templates]
+        self.templates.value = ""
 
     def _questions_of_split(self) -> list[dict]:
         from .data import clevr
@@ -157,14 +163,13 @@ class ExplorerApp:
         self.image = self.scene.image
         record = self.scene.record
         self._set_objects(record)
-        self.templates.options = [("(type your own)", "")] + [
-            (q["question"], json.dumps(q)) for q in template_questions(record, k=10, seed=int(self.seed.value))]
+        self._set_templates(template_questions(record, k=10, seed=int(self.seed.value)))
         self._visual = self.ex.visual(self.image)
         self.ask()
 
     def _pick_template(self, change):
         if change["new"]:
-            self.question.value = json.loads(change["new"])["question"]
+            self.question.value = change["new"]
 
     # --- answering -------------------------------------------------------------------------
     def ask(self, question: str | None = None):
@@ -180,7 +185,7 @@ class ExplorerApp:
         keep_g = {b: g.value for b, (g, _) in self.dials.items() if g.value != 1.0}
         keep_b = {b: bb.value for b, (_, bb) in self.dials.items() if bb.value != 1.0}
         self.answer = self.ex.ask(self._visual, text, keep_gamma=keep_g, keep_beta=keep_b)
-        template = next((json.loads(v) for _, v in self.templates.options if v and json.loads(v)["question"] == text), None)
+        template = self._templates.get(text)
         lines = [f"<span class='filmlib-question'>{html.escape(text)}</span>",
                  f"<b>FiLM's answer: <span class='filmlib-answer'>{self.answer.prediction}</span></b> "
                  f"({100 * self.answer.top[0][1]:.0f}%)"]

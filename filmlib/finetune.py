@@ -14,10 +14,21 @@ whatever ``train()`` the trainer calls.
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from .config import load_scale
+from .data.datasets import collate
+from .data.vocab import Vocab
+from .experiment import batch_fn_for, evaluate_run, load_run, run_features, split_for
+from .io import atomic_write_text
 from .models import FiLMModel
+from .train import Trainer, TrainConfig
 
 
 def question_encoder(model: nn.Module) -> nn.Module:
@@ -102,13 +113,6 @@ def finetune_questions(run_dir, data_dir, out_dir, *, which: str = "best", lr: f
     everything but the question encoder is frozen, batch norm included (:class:`QuestionFineTune`).
     ``train_kw``: other :class:`~filmlib.train.TrainConfig` fields (``threads``, ``device``,
     ``max_samples`` ...). Returns the Trainer's summary with ``trainable_parameters``."""
-    from pathlib import Path
-
-    from .data.datasets import collate
-    from .data.vocab import Vocab
-    from .experiment import batch_fn_for, load_run, run_features, split_for
-    from .train import Trainer, TrainConfig
-
     model, ckpt = load_run(run_dir, which)
     vocab = Vocab.load(Path(data_dir) / "vocab_humans.json")
     grow_vocabulary(model, len(vocab.question_token_to_idx), std=embed_std, seed=seed)
@@ -141,7 +145,6 @@ TABLE4_ROWS = {"lstm": ("LSTM", "LSTM"), "cnn_lstm": ("CNN+LSTM", "CNN+LSTM"),
 
 def humans_run(results_dir, kind: str, scale: str):
     """(the Table 1 run a model of ``kind`` starts from, the directory its fine-tune goes to)."""
-    from pathlib import Path
     base = Path(results_dir) / f"{kind}_{scale}"
     return base, base.with_name(base.name + "_humans")
 
@@ -153,8 +156,6 @@ def run_humans(scale: str, data_dir, results_dir, *, kinds=tuple(TABLE4_ROWS), s
     question encoder fine-tuned on the Humans train questions (the scale's ``humans`` section;
     resumable, a finished fine-tune kept) and scored again. Returns {our row name:
     {"before", "after" (metrics), "finetune" (the Trainer's summary)}}."""
-    from .config import load_scale
-    from .experiment import evaluate_run
     cfg = dict(load_scale(scale).get("humans") or {})
     out = {}
     for kind in kinds:
@@ -187,11 +188,6 @@ def table4_rows(results: dict[str, dict], split: str = "test") -> list[dict]:
 def write_table4(results: dict[str, dict], out_dir, name: str, *, split: str = "test",
                  data_label: str = "SynthCLEVR paraphrases") -> list[dict]:
     """``<name>.md`` and ``<name>.csv``: Table 4, ours beside the paper's (labelled), atomically."""
-    import csv
-    import io
-    from pathlib import Path
-
-    from .io import atomic_write_text
     rows = table4_rows(results, split)
     md = ["# Table 4: CLEVR-Humans, accuracy (%)", "",
           f"Ours: {data_label}, {split} split; fine-tuning trains only the question encoder (FiLM's generator, "
@@ -229,9 +225,6 @@ def fixed_examples(run_dir, finetuned_dir, records: dict[int, dict], split: str 
     """Up to ``n`` Humans questions the fine-tune fixed (wrong before, right after), with both
     answers: from the two runs' ``predictions_<split>_humans.jsonl``; ``records``: {question_index:
     its JSON record}."""
-    import json
-    from pathlib import Path
-
     def read(d):
         with open(Path(d) / f"predictions_{split}_humans.jsonl") as f:
             return {r["question_index"]: r for r in map(json.loads, f)}

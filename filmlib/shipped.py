@@ -11,7 +11,6 @@ error naming the file and the problem. :func:`export` writes the three files fro
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.download import file_digests
 from .data.vocab import Vocab
 from .io import atomic_path, atomic_write_text
 from .models import FiLMConfig, FiLMModel
@@ -44,11 +44,7 @@ class Shipped:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digests(path)["sha256"]
 
 
 def _save_tensors(state: dict, path: Path) -> str:

@@ -272,15 +272,20 @@ def _image_list(images, split: str | None) -> list[Path]:
     return paths
 
 
-def load_image(path, size: tuple[int, int]) -> np.ndarray:
-    """An image file as uint8 [3, H, W], resized to ``size`` = (H, W) with PIL's bicubic filter."""
+def resize_image(im: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """A PIL image as RGB uint8 [3, H, W], resized to ``size`` = (H, W) with PIL's bicubic filter
+    (how every cached image is made)."""
     h, w = size
+    return np.asarray(im.convert("RGB").resize((w, h), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
+
+
+def load_image(path, size: tuple[int, int]) -> np.ndarray:
+    """An image file as uint8 [3, H, W], resized to ``size`` = (H, W) (:func:`resize_image`)."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB").resize((w, h), Image.Resampling.BICUBIC))
+            return resize_image(im, size)
     except (OSError, ValueError, SyntaxError) as e:
         raise DataFileError(f"{path}: cannot read the image: {e}") from None
-    return arr.transpose(2, 0, 1)
 
 
 def _load_batch(args) -> np.ndarray:
