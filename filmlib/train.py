@@ -474,13 +474,14 @@ class Trainer:
                           "g++, or a failed test build); training uncompiled (FiLM about 30% slower on 2 "
                           "threads)", stacklevel=2)
         elif cfg.compile:
-            self.compiled = True
             parts = getattr(self.model, "compile_parts", None)
             if parts is None:
                 self._net = torch.compile(self._net)
+                self.compiled = True
             else:
                 for part in parts():       # in place: parameter names and checkpoints are unchanged
                     part.compile()
+                    self.compiled = True   # a model may offer no part worth compiling
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self, train_seconds: float | None = None) -> dict:

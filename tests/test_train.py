@@ -376,27 +376,30 @@ def test_resume_refuses_other_settings_but_allows_a_longer_budget(tmp_path):
     assert Trainer(TinyModel(), TinyData(), None, TrainConfig(**{**flat, "max_samples": 96})).fit()["samples"] == 96
 
 
-def test_compile_without_a_cpp_compiler_trains_uncompiled_with_a_warning(tmp_path, monkeypatch):
+def test_compile_without_a_cpp_compiler_trains_uncompiled_with_a_warning(tmp_path):
     """TorchInductor needs a C++ compiler on the CPU; without one (here: its compiler setting names
     none) the cpu preset's ``compile`` falls back to eager training with a warning instead of failing."""
     from filmlib.models.config import preset
     from filmlib.models.model import FiLMModel
     from filmlib.train import cpp_compiler_available
     import torch._inductor.config as inductor_config
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-compiler")))
-    cpp_compiler_available.cache_clear()                  # the answer is cached per process
-    request_cleanup = cpp_compiler_available.cache_clear
-    try:
-        assert not cpp_compiler_available()
-        model = FiLMModel(preset("smoke", 12, 5, "pixels"))
-        cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, batch_size=16, progress=False, device="cpu", compile=True)
-        with pytest.warns(UserWarning, match="cannot compile for the CPU"):
-            trainer = Trainer(model, FiLMShapedData(), None, cfg)
-        assert model.network._compiled_call_impl is None
-        summary = trainer.fit()
-        assert summary["steps"] == 4 and summary["compiled"] is False
-    finally:
-        request_cleanup()                                 # later tests ask again, with the real setting
+    # inductor's own patch, not monkeypatch: monkeypatch's undo leaves the config entry deleted,
+    # and every later compile in this process would fail
+    with inductor_config.patch({"cpp.cxx": (None, str(tmp_path / "no-such-compiler"))}):
+        cpp_compiler_available.cache_clear()              # the answer is cached per process
+        try:
+            assert not cpp_compiler_available()
+            model = FiLMModel(preset("smoke", 12, 5, "pixels"))
+            cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, batch_size=16, progress=False, device="cpu",
+                              compile=True)
+            with pytest.warns(UserWarning, match="cannot compile for the CPU"):
+                trainer = Trainer(model, FiLMShapedData(), None, cfg)
+            assert model.network._compiled_call_impl is None
+            summary = trainer.fit()
+            assert summary["steps"] == 4 and summary["compiled"] is False
+        finally:
+            cpp_compiler_available.cache_clear()          # later tests ask again, with the real setting
+    assert inductor_config.cpp.cxx != (None, str(tmp_path / "no-such-compiler"))
 
 
 def test_bf16_on_a_cpu_with_native_bfloat16_autocasts_the_steps(tmp_path, monkeypatch):
@@ -462,3 +465,20 @@ def test_resuming_in_another_precision_warns_naming_the_checkpoint(tmp_path, mon
     text = " ".join(str(w.message) for w in caught)
     assert "last.pt" in text and "trained in a bf16 autocast; the rest train in fp32" in text
     assert summary["epochs"] == 2 and summary["bf16"] is False
+
+
+def test_compile_reports_false_where_the_model_offers_no_part_to_compile(tmp_path):
+    """A model whose ``compile_parts()`` is empty (question fine-tuning: the frozen network is not
+    compiled) trains eager, and the summary says so rather than claiming a compiled run."""
+    from filmlib.train import cpp_compiler_available
+    if not cpp_compiler_available():
+        pytest.skip("TorchInductor cannot compile for the CPU on this machine (no C++ compiler)")
+
+    class NothingToCompile(TinyModel):
+        def compile_parts(self):
+            return ()
+
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, batch_size=8, progress=False, device="cpu", compile=True)
+    trainer = Trainer(NothingToCompile(), TinyData(), None, cfg)
+    assert trainer.compiled is False and trainer._net is trainer.model
+    assert trainer.fit()["compiled"] is False
