@@ -25,7 +25,7 @@ from .evaluate import mcnemar, read_correct
 from .experiment import evaluate_run, film_train_kwargs, run_in_lanes, train_film
 from .io import atomic_write_text
 from .models.config import ABLATIONS, DEPTHS
-from .train import load_checkpoint
+from .train import TrainingDiverged, load_checkpoint
 
 #: The paper's Table 2 (CLEVR val, %); "best" is the best architecture (97.4 ± 0.4).
 PAPER_TABLE2 = {"best": 97.4, "beta=0": 96.9, "gamma=1": 95.9, "gamma=sigmoid": 95.9, "gamma=tanh": 96.3,
@@ -98,21 +98,47 @@ def train_kwargs(scale: str, threads: int | None = None) -> dict:
                               "threads": threads or ab.get("threads") or film.get("threads")})
 
 
+def cost(v: Variant) -> float:
+    """A row's training cost relative to the best model's (its FiLM-ed blocks; raw pixels about
+    twice: docs/performance.md), to start the longest rows first."""
+    return v.changes.get("num_blocks", BEST_DEPTH) / BEST_DEPTH * (2.0 if v.ablation == "raw_pixels" else 1.0)
+
+
+def diverged(run_dir) -> dict | None:
+    """The record a row left when its loss stopped being finite (``diverged.json``), else None."""
+    path = Path(run_dir) / "diverged.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def train_variant(variant: dict, data_dir, out_dir, train_kw: dict, device: str = "auto",
                   progress: bool = False) -> dict:
     """Train (or resume) one row; ``variant`` is a :class:`Variant` as a dict (picklable for a
-    lane process)."""
-    return train_film(data_dir, out_dir, ablation=variant["ablation"], model_changes=variant["changes"],
-                      seed=variant["seed"], device=device, progress=progress, **train_kw)
+    lane process). A row whose loss stops being finite is recorded (``diverged.json``: where and
+    why; the tables say "diverged") instead of stopping the other rows: on the CPU a re-run would
+    diverge again at the same step. Delete the file to try the row again."""
+    try:
+        return train_film(data_dir, out_dir, ablation=variant["ablation"], model_changes=variant["changes"],
+                          seed=variant["seed"], device=device, progress=progress, **train_kw)
+    except TrainingDiverged as e:
+        last = Path(out_dir) / "last.pt"
+        samples = load_checkpoint(last).get("samples", 0) if last.is_file() else 0
+        record = {"row": variant["name"], "error": str(e), "last_checkpoint_samples": samples}
+        atomic_write_text(Path(out_dir) / "diverged.json", json.dumps(record, indent=1) + "\n")
+        return record
 
 
 def trained(run_dir, budget: int | None, minutes: float | None) -> bool:
-    """Has this run spent its question budget (or its time guard)? Without a budget (the
-    recipe's own epochs and early stopping decide) only the Trainer knows: False."""
+    """Has this run spent its question budget (or its time guard) and closed its last epoch
+    (``best.pt`` written)? Without a budget (the recipe's own epochs and early stopping decide)
+    only the Trainer knows: False."""
     last = Path(run_dir) / "last.pt"
+    if diverged(run_dir) is not None:
+        return True                          # nothing more to train: its record stands
     if budget is None or not last.is_file():
         return False
     ckpt = load_checkpoint(last)
+    if ckpt.get("epoch_batches", 0) > 0:     # stopped at a curve point: the Trainer closes the epoch
+        return False
     return (ckpt.get("samples", 0) >= budget
             or (minutes is not None and ckpt.get("train_seconds", 0) >= 60 * minutes))
 
@@ -142,6 +168,8 @@ def run_ablations(scale: str, data_dir, results_dir, *, names=None, seed: int = 
     threads = ab.get("threads") or film.get("threads") or (lanes if lanes > 1 else None)
     kw = train_kwargs(scale, threads=None if threads is None else max(1, threads // lanes))
     todo = [v for v in rows if not trained(out_root / v.name, ab.get("max_samples"), ab.get("minutes"))]
+    if lanes > 1:                            # longest first, so no lane idles at the end
+        todo.sort(key=cost, reverse=True)
     jobs = [(v.name, dict(variant=asdict(v), data_dir=str(data_dir), out_dir=str(out_root / v.name),
                           train_kw=kw, device=device)) for v in todo]
     if lanes == 1:
@@ -152,6 +180,9 @@ def run_ablations(scale: str, data_dir, results_dir, *, names=None, seed: int = 
     out = {}
     for v in rows:
         run = out_root / v.name
+        if diverged(run) is not None:
+            out[v.name] = {"diverged": diverged(run)}
+            continue
         out[v.name] = (json.loads((run / "metrics.json").read_text()) if _scored(run)
                        else evaluate_run(run, data_dir, "val", device=device, label=v.label))
     return out
@@ -176,6 +207,12 @@ def table_rows(scale: str, results_dir, table: str, seed: int = 0) -> list[dict]
     for v in members:
         m = _metrics(out_root / v.name)
         if m is None:
+            gone = diverged(out_root / v.name)
+            if gone is not None:             # a row, without accuracy: its loss stopped being finite
+                rows.append({"name": v.name, "row": v.label, "seed": v.seed, "ours": None, "paper": v.paper,
+                             "ours_minus_best": None, "paper_minus_best": None if v.paper is None
+                             else round(v.paper - PAPER_TABLE2["best"], 1),
+                             "samples": gone["last_checkpoint_samples"], "train_minutes": None, "diverged": True})
             continue
         acc = 100 * m["val_accuracy"]
         label = f"{BEST_DEPTH} ResBlocks (best)" if table == "table3" and v.name.startswith("best") else v.label
@@ -222,7 +259,8 @@ def write_tables(scale: str, results_dir, seed: int = 0) -> dict[str, list[dict]
               "| Variant | seed | ours | paper | ours − best | paper − best | McNemar p | questions |",
               "|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            cells = [r["row"], r["seed"], f"{r['ours']:.1f}", _num(r["paper"]), _num(r["ours_minus_best"], "+.1f"),
+            ours = "diverged" if r.get("diverged") else f"{r['ours']:.1f}"
+            cells = [r["row"], r["seed"], ours, _num(r["paper"]), _num(r["ours_minus_best"], "+.1f"),
                      _num(r["paper_minus_best"], "+.1f"), _num(r.get("p_value"), ".2g"),
                      "–" if r["samples"] is None else f"{r['samples']:,}"]
             md.append("| " + " | ".join(map(str, cells)) + " |")
@@ -245,8 +283,11 @@ def plot_table(rows: list[dict], ax=None, title: str = ""):
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 0.32 * len(rows) + 1))
     y = range(len(rows))
-    ax.scatter([r["ours_minus_best"] for r in rows], y, label="ours", zorder=3)
-    ax.scatter([r["paper_minus_best"] for r in rows], y, marker="x", label="paper", zorder=3)
+    nan = float("nan")                       # a diverged row: no point of ours
+    ax.scatter([nan if r["ours_minus_best"] is None else r["ours_minus_best"] for r in rows], y, label="ours",
+               zorder=3)
+    ax.scatter([nan if r["paper_minus_best"] is None else r["paper_minus_best"] for r in rows], y, marker="x",
+               label="paper", zorder=3)
     ax.axvline(0, color="0.5", lw=0.8)
     ax.set_yticks(list(y), [r["row"] + (f" (seed {r['seed']})" if "_seed" in r["name"] else "") for r in rows])
     ax.invert_yaxis()
@@ -263,13 +304,18 @@ def verdicts(table2: list[dict], table3: list[dict], question_only: float | None
     """The paper's findings on Tables 2 and 3, checked on our rows (:func:`table_rows`, first seed):
     each ``{"claim", "holds", "numbers"}``, ``holds`` None when a row (or ``question_only``, the
     question-only level in %, e.g. the LSTM's Table 1 accuracy) is missing."""
-    acc = {r["name"]: r["ours"] for r in table2 + table3 if "_seed" not in r["name"]}
+    first = [r for r in table2 + table3 if "_seed" not in r["name"]]
+    acc = {r["name"]: r["ours"] for r in first if r["ours"] is not None}
+    gone = {r["name"] for r in first if r.get("diverged")}
     out = []
 
     def check(claim, names, test, numbers):
         missing = [n for n in names if n not in acc]
         if missing:
-            out.append({"claim": claim, "holds": None, "numbers": f"not trained yet: {', '.join(missing)}"})
+            said = [f"{what}: {', '.join(ns)}" for what, ns in
+                    (("not trained yet", [n for n in missing if n not in gone]),
+                     ("diverged", [n for n in missing if n in gone])) if ns]
+            out.append({"claim": claim, "holds": None, "numbers": "; ".join(said)})
         else:
             out.append({"claim": claim, "holds": bool(test()), "numbers": numbers()})
 

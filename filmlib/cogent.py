@@ -93,15 +93,16 @@ def score(run_dir, data_dir, eval_rows, *, which: str = "best", device: str = "c
 
 
 def _train(kind: str, data_dir, out_dir, scale: str, *, max_samples: int | None, device: str, progress: bool,
-           seed: int, lr: float | None = None, **extra) -> dict:
+           seed: int, lr: float | None = None, minutes: float | None = None, **extra) -> dict:
     """Train (or resume) one CoGenT run: FiLM with the scale's recipe, a baseline with FiLM's
-    batch and schedule (as in Table 1) and its own ``lr``, for ``max_samples`` questions."""
+    batch and schedule (as in Table 1) and its own ``lr``, for ``max_samples`` questions, or
+    until ``minutes`` of training (a guard; None: none)."""
     cfg = load_scale(scale)
-    film = {**cfg["film"], "max_samples": max_samples, "time_limit_minutes": None}
+    film = {**cfg["film"], "max_samples": max_samples, "time_limit_minutes": minutes}
     if kind == "film":
         kw = film_train_kwargs({**film, **({"lr": lr} if lr else {})})
         return train_film(data_dir, out_dir, seed=seed, device=device, progress=progress, **{**kw, **extra})
-    kw = _budget_kwargs(film, {**(cfg.get("baselines") or {}), "minutes": None}, kind)
+    kw = _budget_kwargs(film, {**(cfg.get("baselines") or {}), "minutes": {kind: minutes}}, kind)
     if lr:
         kw["lr"] = lr                                   # else the authors' lr for the baseline
     return train_baseline(data_dir, out_dir, kind, preset_name=scale, stem=film["stem"], features=film.get("features"),
@@ -137,7 +138,7 @@ def run_cogent(scale: str, data_dir, results_dir, *, kinds=KINDS, seed: int = 0,
         base = out_root / f"{kind}_A"
         lr = None if kind == "film" else (_started_lr(base) or table1_lr(results_dir, kind, scale))
         _train(kind, data_dir, base, scale, max_samples=cfg["train_samples"], device=dev, progress=progress,
-               seed=seed, lr=lr, splits=("trainA", "valA"))
+               seed=seed, lr=lr, minutes=cfg.get("train_minutes"), splits=("trainA", "valA"))
         row = {"kind": kind, "trained_on_A": score(base, data_dir, rest, device=dev), "finetuned": {}}
         for fraction in FRACTIONS:
             rows = pool[:max(2, round(fraction * len(pool)))]      # batch norm trains on 2 or more

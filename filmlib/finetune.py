@@ -17,12 +17,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .config import load_scale
+from .data.download import file_digests
 from .data.datasets import collate
 from .data.vocab import Vocab
 from .experiment import batch_fn_for, evaluate_run, load_run, run_features, split_for
@@ -113,6 +116,9 @@ def finetune_questions(run_dir, data_dir, out_dir, *, which: str = "best", lr: f
     everything but the question encoder is frozen, batch norm included (:class:`QuestionFineTune`).
     ``train_kw``: other :class:`~filmlib.train.TrainConfig` fields (``threads``, ``device``,
     ``max_samples`` ...). Returns the Trainer's summary with ``trainable_parameters``."""
+    base = Path(run_dir) / f"{which}.pt"
+    digest = file_digests(base)["sha256"] if base.is_file() else None
+    _drop_if_stale(Path(out_dir), digest, base)
     model, ckpt = load_run(run_dir, which)
     vocab = Vocab.load(Path(data_dir) / "vocab_humans.json")
     grow_vocabulary(model, len(vocab.question_token_to_idx), std=embed_std, seed=seed)
@@ -124,13 +130,27 @@ def finetune_questions(run_dir, data_dir, out_dir, *, which: str = "best", lr: f
                       seed=seed, progress=progress, **train_kw)
     extra = ckpt["train_config"].get("extra", {})
     cfg.extra.update(preset=extra.get("preset"), model=extra.get("model"), data_dir=str(data_dir),
-                     features=features, finetuned_from=str(Path(run_dir) / f"{which}.pt"),
+                     features=features, finetuned_from=str(base), finetuned_from_sha256=digest,
                      finetune="question encoder only; frozen layers in eval mode (batch norm statistics fixed)")
     trainer = Trainer(wrapped, train_set, val_set, cfg, collate_fn=collate, batch_fn=batch_fn_for(train_set),
                       model_config=model.cfg.to_dict())
     summary = trainer.fit()
     summary["trainable_parameters"] = trainable_parameters(wrapped)
     return summary
+
+
+def _drop_if_stale(out_dir: Path, digest: str | None, base: Path) -> None:
+    """A fine-tune in ``out_dir`` started from another version of ``base`` (the model it starts
+    from trained on since) is not resumed or kept: it is removed, with a warning, and redone."""
+    from .train import load_checkpoint
+    last = out_dir / "last.pt"
+    if digest is None or not last.is_file():
+        return
+    then = (load_checkpoint(last).get("train_config") or {}).get("extra", {}).get("finetuned_from_sha256")
+    if then is not None and then != digest:
+        warnings.warn(f"{out_dir}: fine-tuned from an earlier {base} (SHA-256 {then[:12]}, now "
+                      f"{digest[:12]}); starting the fine-tune again", stacklevel=3)
+        shutil.rmtree(out_dir)
 
 
 # --- Table 4: CLEVR-Humans ----------------------------------------------------------------
@@ -157,12 +177,17 @@ def run_humans(scale: str, data_dir, results_dir, *, kinds=tuple(TABLE4_ROWS), s
     resumable, a finished fine-tune kept) and scored again. Returns {our row name:
     {"before", "after" (metrics), "finetune" (the Trainer's summary)}}."""
     cfg = dict(load_scale(scale).get("humans") or {})
+    # every model must be finished (trained and scored: metrics.json), before any fine-tune starts
+    missing = [humans_run(results_dir, kind, scale)[0] for kind in kinds]
+    missing = [(run, kind) for run, kind in zip(missing, kinds)
+               if not ((run / "best.pt").is_file() and (run / "metrics.json").is_file())]
+    if missing:
+        raise FileNotFoundError("; ".join(
+            f"{run} has no finished run (best.pt and metrics.json): run notebook "
+            f"{'02' if kind == 'film' else '03'} at scale {scale!r} to its end first" for run, kind in missing))
     out = {}
     for kind in kinds:
         run, ft = humans_run(results_dir, kind, scale)
-        if not (run / "best.pt").is_file():
-            nb = "02" if kind == "film" else "03"
-            raise FileNotFoundError(f"{run}/best.pt is missing: run notebook {nb} at scale {scale!r} first")
         before = evaluate_run(run, data_dir, split, humans=True, device=device)
         summary = finetune_questions(run, data_dir, ft, device=device, progress=progress, **cfg)
         after = evaluate_run(ft, data_dir, split, humans=True, device=device)

@@ -694,11 +694,16 @@ class Trainer:
             self.load_state(ckpt)
         stale = 0 if self.best_epoch < 0 else self.epoch - self.best_epoch
         while self.epoch < cfg.epochs:
-            if cfg.patience is not None and stale >= cfg.patience:
+            # a checkpoint written mid-epoch (a curve point) leaves that epoch open: it is closed
+            # (val, best.pt, its history row) even when the budget is already spent, else a run
+            # killed between its last curve point and the epoch's end would never write best.pt
+            open_epoch = self.epoch_batches > 0
+            if cfg.patience is not None and stale >= cfg.patience and not open_epoch:
                 break
-            if cfg.time_limit_minutes is not None and self.train_seconds >= 60 * cfg.time_limit_minutes:
+            if (cfg.time_limit_minutes is not None and self.train_seconds >= 60 * cfg.time_limit_minutes
+                    and not open_epoch):
                 break
-            if cfg.max_samples is not None and self.samples >= cfg.max_samples:
+            if cfg.max_samples is not None and self.samples >= cfg.max_samples and not open_epoch:
                 break
             row = self.train_epoch()
             seconds = self._epoch_train_seconds

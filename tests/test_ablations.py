@@ -115,3 +115,47 @@ def test_verdicts_check_the_papers_findings_and_say_what_is_missing():
     partial = ablations.verdicts(_rows({"best": 80.0}), [], question_only=None)
     assert [v["holds"] for v in partial] == [None, None, None, None]
     assert "gamma=1, beta=0" in partial[2]["numbers"]
+
+
+def test_a_diverged_row_is_recorded_and_the_others_go_on(prepared, tmp_path, smoke_pixels, monkeypatch):
+    """A row whose loss stops being finite leaves diverged.json and a "diverged" cell in its table,
+    is not retrained on the next run, and does not stop the other rows."""
+    from filmlib.train import TrainingDiverged
+    data = prepared / "h5"
+    real = ablations.train_film
+
+    def maybe_diverge(data_dir, out_dir, **kw):
+        if kw["ablation"] == "gamma=exp":
+            raise TrainingDiverged(f"loss is nan at epoch 1, step 3; the last good checkpoint is {out_dir}/last.pt")
+        return real(data_dir, out_dir, **kw)
+
+    monkeypatch.setattr(ablations, "train_film", maybe_diverge)
+    out = ablations.run_ablations("smoke", data, tmp_path, names=["best", "gamma=exp", "gamma=1"], lanes=1,
+                                  progress=False)
+    assert "loss is nan" in out["gamma=exp"]["diverged"]["error"] and 0 <= out["gamma=1"]["val_accuracy"] <= 1
+    run = tmp_path / "ablations_smoke" / "gamma=exp"
+    assert ablations.trained(run, 10 ** 9, None) and ablations.diverged(run)["row"] == "gamma=exp"
+    rows = ablations.write_tables("smoke", tmp_path)
+    t2 = {r["name"]: r for r in rows["table2"]}
+    assert t2["gamma=exp"]["ours"] is None and t2["gamma=exp"]["diverged"] is True
+    assert "| γ := exp(γ) | 0 | diverged |" in (tmp_path / "table2_smoke.md").read_text()
+    ablations.plot_table(rows["table2"])                          # no point of ours for it, no error
+    calls = []
+    monkeypatch.setattr(ablations, "train_variant", lambda **kw: calls.append(kw["variant"]["name"]))
+    ablations.run_ablations("smoke", data, tmp_path, names=["best", "gamma=exp", "gamma=1"], lanes=1, progress=False)
+    assert calls == []
+    t2 = {r["name"]: r for r in ablations.table_rows("smoke", tmp_path, "table2")}
+    said = ablations.verdicts(list(t2.values()), [], question_only=20.0)
+    assert not any("gamma=exp" in v["numbers"] and v["holds"] for v in said)
+
+
+def test_lanes_start_the_longest_rows_first(tmp_path, smoke_pixels, monkeypatch):
+    """With two lanes the rows are handed out by cost (depth 12, raw pixels, depth 8 ...), so no
+    lane idles at the end while the other trains the deepest model."""
+    handed = []
+    monkeypatch.setattr(ablations, "run_in_lanes", lambda jobs, lanes, **kw: handed.extend(n for n, _ in jobs))
+    monkeypatch.setattr(ablations, "evaluate_run", lambda *a, **k: {})
+    ablations.run_ablations("smoke", tmp_path, tmp_path, names=["best", "depth_1", "depth_12", "raw_pixels",
+                                                                "depth_8", "beta=0"], lanes=2, progress=False)
+    assert handed[:3] == ["depth_12", "raw_pixels", "depth_8"] and handed[-1] == "depth_1"
+    assert ablations.cost(next(v for v in ablations.variants() if v.name == "depth_12")) == 3.0

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from filmlib import cogent
+from filmlib.config import load_scale
 from filmlib.data import clevr
 from filmlib.data.preprocess import preprocess_root
 from filmlib.synth.attributes import COGENT
@@ -72,3 +73,20 @@ def test_fig9_table_and_verdicts(tmp_path):
                      "the zero-shot method improves the B questions it applies to (paper: 71.5 → 80.7)": True}
     none = cogent.verdicts(results, {"applies_to": 0, "share": 0.0, "accuracy_before": None, "accuracy_after": None})
     assert none[-1]["holds"] is False and none[-1]["numbers"] == "it applies to no question"
+
+
+def test_training_on_A_has_the_scales_time_guard(monkeypatch):
+    """Each run on condition A stops at the scale's ``cogent.train_minutes`` (a guard) as well as
+    its question budget, FiLM and the baseline alike; the fine-tunes, bounded by epochs, have none."""
+    seen = {}
+    monkeypatch.setattr(cogent, "train_film", lambda data, out, **kw: seen.setdefault("film", kw))
+    monkeypatch.setattr(cogent, "train_baseline", lambda data, out, kind, **kw: seen.setdefault(kind, kw))
+    minutes = load_scale("cpu")["cogent"]["train_minutes"]
+    assert minutes and minutes > 0
+    for kind in ("film", "cnn_lstm_sa"):
+        cogent._train(kind, "data", "out", "cpu", max_samples=2000, device="cpu", progress=False, seed=0,
+                      lr=1e-3, minutes=minutes)
+        assert seen[kind]["time_limit_minutes"] == minutes and seen[kind]["max_samples"] == 2000
+    seen.clear()
+    cogent._train("film", "data", "out", "cpu", max_samples=2000, device="cpu", progress=False, seed=0)
+    assert seen["film"]["time_limit_minutes"] is None

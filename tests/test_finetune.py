@@ -120,5 +120,33 @@ def test_table4_puts_the_papers_rows_beside_ours_and_checks_the_gains(tmp_path):
 
 
 def test_run_humans_names_the_missing_notebook(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run notebook 03 at scale 'smoke' first"):
+    with pytest.raises(FileNotFoundError, match="run notebook 03 at scale 'smoke' to its end first"):
         finetune.run_humans("smoke", tmp_path, tmp_path, kinds=("lstm",))
+    # a run still training (best.pt, but not yet scored: no metrics.json) is not finished either,
+    # and every missing one is named before any fine-tune starts
+    (tmp_path / "cnn_lstm_smoke").mkdir()
+    (tmp_path / "cnn_lstm_smoke" / "best.pt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as e:
+        finetune.run_humans("smoke", tmp_path, tmp_path, kinds=("cnn_lstm", "film"))
+    assert "cnn_lstm_smoke has no finished run" in str(e.value) and "run notebook 02" in str(e.value)
+
+
+def test_a_finetune_of_an_older_version_of_its_model_is_redone(humans, tmp_path):
+    """The model a fine-tune starts from trained on since (another best.pt): the fine-tune is
+    not resumed or kept but redone from the new checkpoint, with a warning."""
+    from filmlib.train import atomic_save, load_checkpoint
+    run, out = tmp_path / "run", tmp_path / "ft"
+    train_film(humans, run, preset_name="smoke", stem="pixels", epochs=1, batch_size=8, progress=False, threads=1)
+    kw = dict(epochs=1, batch_size=8, patience=None, progress=False, threads=1)
+    finetune.finetune_questions(run, humans, out, **kw)
+    first = load_checkpoint(out / "last.pt")["train_config"]["extra"]["finetuned_from_sha256"]
+    again = finetune.finetune_questions(run, humans, out, **kw)        # the same model: kept, nothing to do
+    assert again["epochs"] == 1 and len(again["history"]) == 1
+    ckpt = load_checkpoint(run / "best.pt")
+    ckpt["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    atomic_save(ckpt, run / "best.pt")                                  # the model trained on since
+    with pytest.warns(UserWarning, match="fine-tuned from an earlier"):
+        redone = finetune.finetune_questions(run, humans, out, **kw)
+    assert redone["epochs"] == 1
+    now = load_checkpoint(out / "last.pt")["train_config"]["extra"]["finetuned_from_sha256"]
+    assert now != first and len(now) == 64

@@ -482,3 +482,33 @@ def test_compile_reports_false_where_the_model_offers_no_part_to_compile(tmp_pat
     trainer = Trainer(NothingToCompile(), TinyData(), None, cfg)
     assert trainer.compiled is False and trainer._net is trainer.model
     assert trainer.fit()["compiled"] is False
+
+
+def test_a_run_stopped_after_its_last_curve_point_closes_its_epoch_on_resume(tmp_path, monkeypatch):
+    """The budget is a multiple of eval_every, so its last curve point writes last.pt before the
+    epoch's val pass writes best.pt. A run stopped between the two (here: the val pass raises)
+    must, run again, close that epoch (val, best.pt, its history row) instead of seeing its
+    budget spent and stopping with no best.pt."""
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=3, batch_size=8, progress=False, max_samples=32,
+                      eval_every_samples=16)
+    val = TinyData(16, seed=1)
+    real_evaluate = Trainer.evaluate
+
+    def interrupted(self, dataset):
+        if dataset is val:                           # the epoch's val pass, not a curve point
+            raise KeyboardInterrupt
+        return real_evaluate(self, dataset)
+
+    monkeypatch.setattr(Trainer, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(TinyModel(), TinyData(), val, cfg, curve_set=TinyData(16, seed=2)).fit()
+    assert (tmp_path / "last.pt").exists() and not (tmp_path / "best.pt").exists()
+    assert load_checkpoint(tmp_path / "last.pt")["samples"] == 32
+    monkeypatch.setattr(Trainer, "evaluate", real_evaluate)
+    summary = Trainer(TinyModel(), TinyData(), val, cfg, curve_set=TinyData(16, seed=2)).fit()
+    assert (tmp_path / "best.pt").exists()
+    assert summary["samples"] == 32 and summary["epochs"] == 1 and summary["steps"] == 4
+    assert [r["train_samples"] for r in summary["history"]] == [32]
+    assert summary["history"][0]["partial_epoch"] is True and "val_accuracy" in summary["history"][0]
+    again = Trainer(TinyModel(), TinyData(), val, cfg, curve_set=TinyData(16, seed=2)).fit()
+    assert again["epochs"] == 1 and len(again["history"]) == 1      # spent and closed: nothing more
