@@ -19,7 +19,7 @@ TESTRUN := results/_test
 # large CPU tensors on transparent huge pages (see filmlib/__init__.py); 0 opts out
 export THP_MEM_ALLOC_ENABLE ?= 1
 
-.PHONY: setup test pytest nbval browser-setup browser-test reproduce check-params smoke bench lab clean
+.PHONY: setup test pytest nbval browser-setup browser-test reproduce data check-params smoke bench lab clean
 
 setup: $(VENV)/.installed
 
@@ -93,6 +93,13 @@ reproduce: check-params setup
 	  echo "  baseline runs        $(RESULTS)/{qtype,lstm,cnn_lstm,cnn_lstm_sa,film_pixels}_$(SCALE)/"; \
 	  echo "  figures              $(RESULTS)/figures/*_$(SCALE).png"; \
 	  echo "  notebook times       $(TIMES)"; cat $(TIMES)
+
+## data: only the files the notebooks read at SCALE (SynthCLEVR, its HDF5 caches, the perception maps),
+## without running the notebooks (about 25 minutes at cpu on 2 cores); finished steps are kept
+data: check-params setup
+	@if [ "$(SOURCE)" != synth ]; then echo "error: make data makes SynthCLEVR; for SOURCE=$(SOURCE) use python -m filmlib download" >&2; exit 2; fi
+	$(PY) -m filmlib data --scale $(SCALE) --workers $(WORKERS) --device $(DEVICE) \
+	  $(if $(DATA_ROOT),--root $(DATA_ROOT)) --results $(RESULTS)
 
 # refuse an unknown SCALE or SOURCE before anything runs or is written
 check-params:

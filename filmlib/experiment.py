@@ -159,6 +159,35 @@ def resnet101_weights() -> Path:
     return Path(os.environ.get("FILMLIB_RESNET101") or repo_root() / "data" / RESNET101_FILE)
 
 
+def prepare_data(scale: str, root=None, results_dir=None, *, splits=("train", "val", "test"), seed: int = 0,
+                 workers: int = 1, device: str = "auto", progress: bool = True) -> dict:
+    """Everything notebooks 02-08 read at a scale, made in one call (``python -m filmlib data``,
+    ``make data``): SynthCLEVR generated at the scale's size (notebook 00's step), its ``splits``
+    preprocessed to the HDF5 cache of FiLM's image size, and, where FiLM reads maps, those maps
+    (notebook 02's step; the perception CNN is pre-trained into ``results_dir/perception_<scale>``
+    only if its checkpoint is missing). Finished steps are kept, so running it again takes
+    seconds. Returns {"root", "cache", "generated", "preprocessed", "maps"}."""
+    from .config import default_cache_dir, default_data_root, repo_root
+    from .data.preprocess import preprocess_root
+    from .synth.generate import generate_dataset
+    cfg = load_scale(scale)
+    root = Path(root) if root else default_data_root(scale, "synth")
+    results_dir = Path(results_dir) if results_dir else repo_root() / "results"
+    size = cfg["film"]["image_size"]
+    cache = default_cache_dir(root, size)
+    made = generate_dataset(root, cfg["data"], seed=seed, workers=workers, progress=progress)
+    splits = tuple(s for s in splits if s in cfg["data"]["splits"])
+    pre = preprocess_root(root, cache, splits=splits, image_size=(size, size), workers=workers,
+                          progress=progress)["report"]
+    maps = (prepare_maps(scale, root, cache, results_dir, splits=splits, seed=seed, progress=progress,
+                         device=device, workers=workers) if cfg["film"]["stem"] == "features" else {})
+    perception_val = (maps.pop("pretrain", None) or {}).get("val")
+    return {"root": str(root), "cache": str(cache),
+            "generated": {k: v if v == "kept" else "made" for k, v in made.items()},
+            "preprocessed": {k: "kept" if v["skipped"] else f"{v['seconds']} s" for k, v in pre.items()},
+            "maps": maps, **({"perception_val": perception_val} if perception_val else {})}
+
+
 def prepare_maps(scale: str, root, cache, results_dir, *, features: str | None = None,
                  splits=("train", "val"), seed: int = 0, progress: bool = True, device: str = "auto",
                  workers: int = 1, pretrain_splits: tuple[str, str] = ("train", "val")) -> dict:

@@ -52,3 +52,31 @@ def test_image_size_mismatch_is_explained(prepared, tmp_path):
 def test_missing_preprocessing_is_explained(tmp_path):
     r = cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--preset", "smoke")
     assert r.returncode == 1 and "vocab.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_data_command_makes_what_the_notebooks_read_then_keeps_it(tmp_path):
+    """`python -m filmlib data --scale smoke` (what `make data` runs): SynthCLEVR at the scale's
+    size, every split preprocessed at FiLM's image size, the perception CNN pre-trained and its
+    maps cached; a second run keeps everything (nothing rewritten)."""
+    import json
+    from filmlib.config import load_scale
+    root, results = tmp_path / "synthclevr", tmp_path / "results"
+    r = cli("data", "--scale", "smoke", "--root", str(root), "--results", str(results), "--quiet")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    size = load_scale("smoke")["film"]["image_size"]
+    cache = tmp_path / "cache" / f"synthclevr-{size}"
+    assert out["cache"] == str(cache) and set(out["generated"]) == {"train", "val", "test"}
+    for split in ("train", "val", "test"):
+        assert (root / "questions" / f"CLEVR_{split}_questions.json").is_file()
+        assert (cache / f"{split}_images.h5").is_file() and (cache / f"{split}_perception.h5").is_file()
+    assert (cache / "vocab.json").is_file() and (results / "perception_smoke" / "perception.pt").is_file()
+    assert 0 <= out["perception_val"]["color"] <= 1
+    # the cache's manifest.json is written again on each preprocess; every data file is kept
+    files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    again = cli("data", "--scale", "smoke", "--root", str(root), "--results", str(results), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert set(json.loads(again.stdout)["generated"].values()) == {"kept"}
+    assert {p: p.stat().st_mtime_ns for p in files} == files
+    bad = cli("data", "--scale", "smoke", "--root", str(cache / "vocab.json"))
+    assert bad.returncode == 1 and "vocab.json: --root must be a folder" in bad.stderr
