@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 test: setup browser-setup pytest nbval
 
 pytest: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 ## the browser test's Chromium: Debian's package (root, or sudo), when /usr/bin/chromium is missing
 CHROMIUM ?= /usr/bin/chromium
