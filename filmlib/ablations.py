@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .config import load_scale
 from .evaluate import mcnemar, read_correct
-from .experiment import evaluate_run, film_train_kwargs, run_in_lanes, train_film
+from .experiment import evaluate_run, film_train_kwargs, run_in_lanes, run_spent, train_film
 from .io import atomic_write_text
 from .models.config import ABLATIONS, DEPTHS
 from .train import TrainingDiverged, load_checkpoint
@@ -131,16 +131,9 @@ def trained(run_dir, budget: int | None, minutes: float | None) -> bool:
     """Has this run spent its question budget (or its time guard) and closed its last epoch
     (``best.pt`` written)? Without a budget (the recipe's own epochs and early stopping decide)
     only the Trainer knows: False."""
-    last = Path(run_dir) / "last.pt"
     if diverged(run_dir) is not None:
         return True                          # nothing more to train: its record stands
-    if budget is None or not last.is_file():
-        return False
-    ckpt = load_checkpoint(last)
-    if ckpt.get("epoch_batches", 0) > 0:     # stopped at a curve point: the Trainer closes the epoch
-        return False
-    return (ckpt.get("samples", 0) >= budget
-            or (minutes is not None and ckpt.get("train_seconds", 0) >= 60 * minutes))
+    return run_spent(run_dir, budget, minutes)
 
 
 def _scored(run_dir: Path) -> bool:

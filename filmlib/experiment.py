@@ -486,7 +486,12 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
     known = [n for n in (film.get("max_samples"), film_questions_seen(results_dir, scale)) if n]
     budget = min(known) if known else None
     trained = [k for k in kinds if k != "qtype"]
-    lanes = max(1, min(int(lanes or cfg.get("lanes") or 1), len(trained) or 1))
+    # lanes for the runs still to train only: a last unfinished run gets every thread
+    todo = [k for k in trained if not run_spent(Path(results_dir) / f"{k}_{scale}",
+                                                (cfg.get("raw_pixels_samples") or budget) if k == "film_pixels"
+                                                else budget if cfg.get("lr_grid") else None,
+                                                (cfg.get("minutes") or {}).get(k))]
+    lanes = max(1, min(int(lanes or cfg.get("lanes") or 1), len(todo) or 1))
     threads = cfg.get("threads")
     job = dict(data_dir=str(data_dir), results_dir=str(results_dir), scale=scale, stem=stem, features=features,
                seed=seed, budget=budget, device=device)
@@ -496,7 +501,7 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
         for kind in trained:
             train_table1_row(kind, **job, progress=progress, threads=threads)
     else:
-        order = sorted(trained, key=lambda k: _LONGEST_FIRST.index(k) if k in _LONGEST_FIRST else len(_LONGEST_FIRST))
+        order = sorted(todo, key=lambda k: _LONGEST_FIRST.index(k) if k in _LONGEST_FIRST else len(_LONGEST_FIRST))
         run_in_lanes([(k, dict(job, kind=k, progress=False, threads=max(1, (threads or lanes) // lanes)))
                       for k in order], lanes, progress=progress)
     out = {}
@@ -504,6 +509,21 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
         metrics = evaluate_run(Path(results_dir) / f"{kind}_{scale}", data_dir, "val", device=device)
         out[metrics["model"]] = metrics
     return out
+
+
+def run_spent(run_dir, budget: int | None, minutes: float | None) -> bool:
+    """Has the run in ``run_dir`` spent its question ``budget`` (or its ``minutes`` guard) and
+    closed its last epoch? False without a budget (epochs and early stopping decide: only the
+    Trainer knows) or before its ``last.pt``. A run with a learning-rate grid (:func:`pick_lr`)
+    has its ``last.pt`` only once its pilots are done."""
+    last = Path(run_dir) / "last.pt"
+    if budget is None or not last.is_file():
+        return False
+    ckpt = load_checkpoint(last)
+    if ckpt.get("epoch_batches", 0) > 0:     # stopped at a curve point: the Trainer closes the epoch
+        return False
+    return (ckpt.get("samples", 0) >= budget
+            or (minutes is not None and ckpt.get("train_seconds", 0) >= 60 * minutes))
 
 
 def train_table1_row(kind: str, data_dir, results_dir, scale: str, *, stem: str | None = None,

@@ -3,6 +3,7 @@ overfits a tiny batch; Q-type answers the hand-computed mode; runs train and eva
 Table 1 files and the ordering check."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -477,3 +478,36 @@ def test_lanes_end_with_the_process_that_started_them(how, tmp_path):
     while not _gone(lane) and time.time() < deadline:
         time.sleep(0.2)
     assert _gone(lane), f"lane {lane} outlived its parent ({how})"
+
+
+def test_lanes_are_for_the_runs_still_to_train(tmp_path, monkeypatch):
+    """run_baselines gives lanes only to runs that have not spent their budget; the last one left
+    trains alone with every thread (not on one core beside an idle lane), and a run stopped at a
+    curve point (its epoch still open) is not spent."""
+    from filmlib import experiment
+    from filmlib.train import atomic_save
+    scale = "cpu"
+    cfg = experiment.load_scale(scale)
+    budget = cfg["film"]["max_samples"]
+    calls, lanes_used = [], []
+    monkeypatch.setattr(experiment, "train_table1_row", lambda kind, **kw: calls.append((kind, kw["threads"])))
+    monkeypatch.setattr(experiment, "run_in_lanes",
+                        lambda jobs, lanes, **kw: lanes_used.append(([n for n, _ in jobs], lanes,
+                                                                      [j["threads"] for _, j in jobs])))
+    monkeypatch.setattr(experiment, "evaluate_run", lambda run, *a, **k: {"model": Path(run).name})
+
+    def spent(kind, samples=budget, open_epoch=0):
+        (tmp_path / f"{kind}_{scale}").mkdir(exist_ok=True)
+        atomic_save({"samples": samples, "epoch_batches": open_epoch, "train_seconds": 60.0},
+                    tmp_path / f"{kind}_{scale}" / "last.pt")
+
+    for kind in ("lstm", "cnn_lstm"):
+        spent(kind)
+    spent("cnn_lstm_sa", samples=budget, open_epoch=17)           # at its last curve point: not closed
+    experiment.run_baselines(tmp_path, tmp_path, scale)
+    assert lanes_used == [(["film_pixels", "cnn_lstm_sa"], 2, [1, 1])]
+    lanes_used.clear(), calls.clear()
+    spent("cnn_lstm_sa")
+    experiment.run_baselines(tmp_path, tmp_path, scale)
+    assert lanes_used == [] and ("film_pixels", cfg["baselines"]["threads"]) in calls
+    assert cfg["baselines"]["threads"] == 2
