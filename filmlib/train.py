@@ -460,6 +460,9 @@ class Trainer:
         self.epoch_batches = 0            # batches of the current epoch already done (resume)
         self.epoch_partial: dict | None = None   # its running sums
         self.epoch_start_samples = 0      # questions seen when this epoch began (its curriculum pool)
+        # the train questions since the last curve point (its train accuracy and loss); not in
+        # checkpoints: after a resume the next point covers the questions since the resume
+        self._window = {"correct": 0, "seen": 0, "loss_sum": 0.0}
         self._net = self.model
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -577,7 +580,7 @@ class Trainer:
         budget = None if limit is None else 60 * limit - self.train_seconds   # seconds left
         every = cfg.eval_every_samples
         next_eval = None if every is None else (self.samples // every + 1) * every
-        window = {"correct": 0, "seen": 0, "loss_sum": 0.0}   # train accuracy, loss since the last curve point
+        window = self._window                 # train accuracy, loss since the last curve point (across epochs)
         t0, paused, partial = time.perf_counter(), 0.0, False
         for i, batch in enumerate(loader, start=skip):
             if i >= total:
@@ -624,7 +627,7 @@ class Trainer:
                 self.epoch_batches = i + 1
                 self.epoch_partial = {"correct": correct, "loss_sum": loss_sum, "seen": seen}
                 self._curve_point(self.train_seconds + (t_eval - t0 - paused), window)
-                window = {"correct": 0, "seen": 0, "loss_sum": 0.0}
+                window = self._window = {"correct": 0, "seen": 0, "loss_sum": 0.0}
                 next_eval = (self.samples // every + 1) * every
                 self._net.train()
                 paused += time.perf_counter() - t_eval
@@ -647,6 +650,7 @@ class Trainer:
                  "train_minutes": round(train_seconds / 60, 3), "val_accuracy": acc,
                  "train_accuracy": window["correct"] / max(window["seen"], 1),
                  "train_loss": window["loss_sum"] / max(window["seen"], 1),
+                 "train_questions": window["seen"] * self.world,   # what the two above cover
                  "lr": self._current_lr()}
         self.curve.append(point)
         if self.is_main:

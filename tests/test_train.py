@@ -512,3 +512,13 @@ def test_a_run_stopped_after_its_last_curve_point_closes_its_epoch_on_resume(tmp
     assert summary["history"][0]["partial_epoch"] is True and "val_accuracy" in summary["history"][0]
     again = Trainer(TinyModel(), TinyData(), val, cfg, curve_set=TinyData(16, seed=2)).fit()
     assert again["epochs"] == 1 and len(again["history"]) == 1      # spent and closed: nothing more
+
+
+def test_a_curve_points_train_accuracy_covers_the_questions_since_the_last_point(tmp_path):
+    """Each curve point's train accuracy and loss cover the questions since the point before,
+    across an epoch's end (96 questions an epoch, a point every 40), not only the new epoch's."""
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=2, batch_size=8, progress=False, eval_every_samples=40)
+    summary = Trainer(TinyModel(), TinyData(), TinyData(16, seed=1), cfg).fit()
+    points = summary["curve"]
+    assert [p["samples"] for p in points] == [40, 80, 120, 160]
+    assert [p["train_questions"] for p in points] == [40, 40, 40, 40]
