@@ -191,29 +191,29 @@ def table_rows(scale: str, results_dir, table: str, seed: int = 0) -> list[dict]
     _, ab = _config(scale)
     out_root = Path(results_dir) / f"ablations_{scale}"
     best_dir = out_root / "best"
-    best = _metrics(best_dir)
+    best = None if diverged(best_dir) is not None else _metrics(best_dir)
     best_correct = read_correct(best_dir / "predictions_val.jsonl") if best else None
     rows = []
     members = [v for v in variants(ab.get("seeds"), seed) if v.table == table or v.name.startswith("best")]
     if table == "table3":   # depth order, the best model's row(s) at its depth
         members.sort(key=lambda v: v.changes.get("num_blocks", BEST_DEPTH))
     for v in members:
-        m = _metrics(out_root / v.name)
-        if m is None:
-            gone = diverged(out_root / v.name)
-            if gone is not None:             # a row, without accuracy: its loss stopped being finite
-                rows.append({"name": v.name, "row": v.label, "seed": v.seed, "ours": None, "paper": v.paper,
-                             "ours_minus_best": None, "paper_minus_best": None if v.paper is None
-                             else round(v.paper - PAPER_TABLE2["best"], 1),
-                             "samples": gone["last_checkpoint_samples"], "train_minutes": None, "diverged": True})
-            continue
-        acc = 100 * m["val_accuracy"]
         label = f"{BEST_DEPTH} ResBlocks (best)" if table == "table3" and v.name.startswith("best") else v.label
         paper = PAPER_TABLE3[BEST_DEPTH] if table == "table3" and v.name.startswith("best") else v.paper
+        paper_gap = None if paper is None else round(paper - PAPER_TABLE2["best"], 1)
+        gone = diverged(out_root / v.name)   # read first, as run_ablations does: it supersedes old scores
+        m = None if gone is not None else _metrics(out_root / v.name)
+        if gone is not None:                 # a row, without accuracy: its loss stopped being finite
+            rows.append({"name": v.name, "row": label, "seed": v.seed, "ours": None, "paper": paper,
+                         "ours_minus_best": None, "paper_minus_best": paper_gap,
+                         "samples": gone["last_checkpoint_samples"], "train_minutes": None, "diverged": True})
+            continue
+        if m is None:
+            continue
+        acc = 100 * m["val_accuracy"]
         row = {"name": v.name, "row": label, "seed": v.seed, "ours": round(acc, 1), "paper": paper,
                "ours_minus_best": None if best is None else round(acc - 100 * best["val_accuracy"], 1),
-               "paper_minus_best": None if paper is None else round(paper - PAPER_TABLE2["best"], 1),
-               "samples": m.get("samples"), "train_minutes": m.get("train_minutes")}
+               "paper_minus_best": paper_gap, "samples": m.get("samples"), "train_minutes": m.get("train_minutes")}
         if best_correct is not None and v.name != "best":
             t = mcnemar(read_correct(out_root / v.name / "predictions_val.jsonl"), best_correct)
             row.update(only_row=t["only_a"], only_best=t["only_b"], p_value=t["p_value"])

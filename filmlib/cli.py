@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name, **kw):
         return sub.add_parser(name, parents=[common], **kw)
 
-    d = command("data", help="make every file the notebooks read at a scale (generate, preprocess, maps)",
-                description="Make what notebooks 02-08 read at --scale in one step: SynthCLEVR at the "
+    d = command("data", help="make the data the notebooks read at a scale (generate, preprocess, maps)",
+                description="Make what notebooks 02-06 and 08 read at --scale in one step: SynthCLEVR at the "
                 "scale's size (notebook 00's step), its splits preprocessed to HDF5 at FiLM's image size, "
                 "and the perception maps where FiLM reads them (the perception CNN is pre-trained only if "
                 "results/perception_<scale>/perception.pt is missing). Finished steps are kept. At cpu: "
@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--results", type=Path, help="results folder (default: results/)")
     d.add_argument("--workers", type=_workers, default=1, help="processes (default 1)")
     d.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0..{MAX_SEED} (default 0)")
-    d.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N (perception CNN)")
+    d.add_argument("--device", type=_device, default="auto",
+                   help="auto | cpu | cuda | cuda:N (where ResNet-101 features are computed, at scale paper)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
 
     g = command("generate", help="generate a SynthCLEVR split in the CLEVR v1.0 layout",

@@ -161,12 +161,14 @@ def resnet101_weights() -> Path:
 
 def prepare_data(scale: str, root=None, results_dir=None, *, splits=("train", "val", "test"), seed: int = 0,
                  workers: int = 1, device: str = "auto", progress: bool = True) -> dict:
-    """Everything notebooks 02-08 read at a scale, made in one call (``python -m filmlib data``,
-    ``make data``): SynthCLEVR generated at the scale's size (notebook 00's step), its ``splits``
-    preprocessed to the HDF5 cache of FiLM's image size, and, where FiLM reads maps, those maps
-    (notebook 02's step; the perception CNN is pre-trained into ``results_dir/perception_<scale>``
-    only if its checkpoint is missing). Finished steps are kept, so running it again takes
-    seconds. Returns {"root", "cache", "generated", "preprocessed", "maps"}."""
+    """The data notebooks 02-06 and 08 read at a scale, made in one call (``python -m filmlib
+    data``, ``make data``): SynthCLEVR generated at the scale's size (notebook 00's step), its
+    ``splits`` preprocessed to the HDF5 cache of FiLM's image size, and, where FiLM reads maps,
+    those maps (notebook 02's step; the perception CNN is pre-trained into
+    ``results_dir/perception_<scale>`` only if its checkpoint is missing; ResNet-101 features on
+    ``device``). Notebook 07's CoGenT data and the study's scene-graph maps are made by their
+    notebooks. Finished steps are kept, so running it again takes seconds. Returns {"root",
+    "cache", "generated", "preprocessed", "maps"}."""
     from .config import default_cache_dir, default_data_root, repo_root
     from .data.preprocess import preprocess_root
     from .synth.generate import generate_dataset
@@ -175,6 +177,12 @@ def prepare_data(scale: str, root=None, results_dir=None, *, splits=("train", "v
     results_dir = Path(results_dir) if results_dir else repo_root() / "results"
     size = cfg["film"]["image_size"]
     cache = default_cache_dir(root, size)
+    if cfg["film"]["stem"] == "features" and cfg["film"].get("features", "features") == "features":
+        weights = resnet101_weights()         # checked before hours of generating, not after
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: no ResNet-101 weights for the paper's features at scale "
+                                    f"{scale!r}; on a machine with internet: `curl -L -o {weights} "
+                                    f"https://download.pytorch.org/models/{RESNET101_FILE}` (or set FILMLIB_RESNET101)")
     made = generate_dataset(root, cfg["data"], seed=seed, workers=workers, progress=progress)
     splits = tuple(s for s in splits if s in cfg["data"]["splits"])
     pre = preprocess_root(root, cache, splits=splits, image_size=(size, size), workers=workers,

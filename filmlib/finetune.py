@@ -117,6 +117,9 @@ def finetune_questions(run_dir, data_dir, out_dir, *, which: str = "best", lr: f
     ``train_kw``: other :class:`~filmlib.train.TrainConfig` fields (``threads``, ``device``,
     ``max_samples`` ...). Returns the Trainer's summary with ``trainable_parameters``."""
     base = Path(run_dir) / f"{which}.pt"
+    out, src = Path(out_dir).resolve(), Path(run_dir).resolve()
+    if out == src or out in src.parents:
+        raise ValueError(f"out_dir {out_dir} holds the run it fine-tunes ({run_dir}): choose another folder")
     digest = file_digests(base)["sha256"] if base.is_file() else None
     _drop_if_stale(Path(out_dir), digest, base)
     model, ckpt = load_run(run_dir, which)
@@ -137,6 +140,12 @@ def finetune_questions(run_dir, data_dir, out_dir, *, which: str = "best", lr: f
     summary = trainer.fit()
     summary["trainable_parameters"] = trainable_parameters(wrapped)
     return summary
+
+
+def _finished(run: Path) -> bool:
+    """A Table 1 run trained and scored: ``best.pt``, and ``metrics.json`` written after it."""
+    best, metrics = run / "best.pt", run / "metrics.json"
+    return best.is_file() and metrics.is_file() and metrics.stat().st_mtime >= best.stat().st_mtime
 
 
 def _drop_if_stale(out_dir: Path, digest: str | None, base: Path) -> None:
@@ -179,11 +188,10 @@ def run_humans(scale: str, data_dir, results_dir, *, kinds=tuple(TABLE4_ROWS), s
     cfg = dict(load_scale(scale).get("humans") or {})
     # every model must be finished (trained and scored: metrics.json), before any fine-tune starts
     missing = [humans_run(results_dir, kind, scale)[0] for kind in kinds]
-    missing = [(run, kind) for run, kind in zip(missing, kinds)
-               if not ((run / "best.pt").is_file() and (run / "metrics.json").is_file())]
+    missing = [(run, kind) for run, kind in zip(missing, kinds) if not _finished(run)]
     if missing:
         raise FileNotFoundError("; ".join(
-            f"{run} has no finished run (best.pt and metrics.json): run notebook "
+            f"{run} has no finished run (best.pt, scored since in metrics.json): run notebook "
             f"{'02' if kind == 'film' else '03'} at scale {scale!r} to its end first" for run, kind in missing))
     out = {}
     for kind in kinds:

@@ -509,6 +509,7 @@ class Trainer:
         self.samples = ckpt.get("samples", self.step * self.cfg.batch_size)
         self.curve = list(ckpt.get("curve", []))
         self.epoch_batches = ckpt.get("epoch_batches", 0)
+        self._window = {"correct": 0, "seen": 0, "loss_sum": 0.0}   # the next point covers what follows
         self.epoch_partial = ckpt.get("epoch_partial")
         self.epoch_start_samples = ckpt.get("epoch_start_samples", self.samples)
 

@@ -119,34 +119,40 @@ def test_verdicts_check_the_papers_findings_and_say_what_is_missing():
 
 def test_a_diverged_row_is_recorded_and_the_others_go_on(prepared, tmp_path, smoke_pixels, monkeypatch):
     """A row whose loss stops being finite leaves diverged.json and a "diverged" cell in its table,
-    is not retrained on the next run, and does not stop the other rows."""
+    is not retrained on the next run, does not stop the other rows, and its verdict says so."""
     from filmlib.train import TrainingDiverged
     data = prepared / "h5"
     real = ablations.train_film
+    names = ["best", "gamma=1", "beta=0"]
 
     def maybe_diverge(data_dir, out_dir, **kw):
-        if kw["ablation"] == "gamma=exp":
+        if kw["ablation"] == "gamma=1":
             raise TrainingDiverged(f"loss is nan at epoch 1, step 3; the last good checkpoint is {out_dir}/last.pt")
         return real(data_dir, out_dir, **kw)
 
     monkeypatch.setattr(ablations, "train_film", maybe_diverge)
-    out = ablations.run_ablations("smoke", data, tmp_path, names=["best", "gamma=exp", "gamma=1"], lanes=1,
-                                  progress=False)
-    assert "loss is nan" in out["gamma=exp"]["diverged"]["error"] and 0 <= out["gamma=1"]["val_accuracy"] <= 1
-    run = tmp_path / "ablations_smoke" / "gamma=exp"
-    assert ablations.trained(run, 10 ** 9, None) and ablations.diverged(run)["row"] == "gamma=exp"
+    out = ablations.run_ablations("smoke", data, tmp_path, names=names, lanes=1, progress=False)
+    assert "loss is nan" in out["gamma=1"]["diverged"]["error"] and 0 <= out["beta=0"]["val_accuracy"] <= 1
+    run = tmp_path / "ablations_smoke" / "gamma=1"
+    assert ablations.trained(run, 10 ** 9, None) and ablations.diverged(run)["row"] == "gamma=1"
     rows = ablations.write_tables("smoke", tmp_path)
     t2 = {r["name"]: r for r in rows["table2"]}
-    assert t2["gamma=exp"]["ours"] is None and t2["gamma=exp"]["diverged"] is True
-    assert "| γ := exp(γ) | 0 | diverged |" in (tmp_path / "table2_smoke.md").read_text()
+    assert t2["gamma=1"]["ours"] is None and t2["gamma=1"]["diverged"] is True
+    assert "| γ := 1 | 0 | diverged |" in (tmp_path / "table2_smoke.md").read_text()
     ablations.plot_table(rows["table2"])                          # no point of ours for it, no error
     calls = []
     monkeypatch.setattr(ablations, "train_variant", lambda **kw: calls.append(kw["variant"]["name"]))
-    ablations.run_ablations("smoke", data, tmp_path, names=["best", "gamma=exp", "gamma=1"], lanes=1, progress=False)
+    ablations.run_ablations("smoke", data, tmp_path, names=names, lanes=1, progress=False)
     assert calls == []
-    t2 = {r["name"]: r for r in ablations.table_rows("smoke", tmp_path, "table2")}
-    said = ablations.verdicts(list(t2.values()), [], question_only=20.0)
-    assert not any("gamma=exp" in v["numbers"] and v["holds"] for v in said)
+    said = {v["claim"].split(" (")[0]: v for v in ablations.verdicts(rows["table2"], rows["table3"], 20.0)}
+    gamma = said["γ := 1 costs more than β := 0"]
+    assert gamma["holds"] is None and gamma["numbers"] == "diverged: gamma=1"
+    # the best model diverging: its Table 3 row keeps its depth label, and nothing is compared with it
+    (tmp_path / "ablations_smoke" / "best" / "diverged.json").write_text(
+        json.dumps({"row": "best", "error": "loss is nan", "last_checkpoint_samples": 16}))
+    t3 = ablations.table_rows("smoke", tmp_path, "table3")
+    assert [(r["row"], r["ours"]) for r in t3 if r["name"] == "best"] == [("4 ResBlocks (best)", None)]
+    assert all(r["ours_minus_best"] is None for r in ablations.table_rows("smoke", tmp_path, "table2"))
 
 
 def test_lanes_start_the_longest_rows_first(tmp_path, smoke_pixels, monkeypatch):

@@ -80,3 +80,13 @@ def test_data_command_makes_what_the_notebooks_read_then_keeps_it(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in files} == files
     bad = cli("data", "--scale", "smoke", "--root", str(cache / "vocab.json"))
     assert bad.returncode == 1 and "vocab.json: --root must be a folder" in bad.stderr
+
+
+def test_prepare_data_asks_for_the_resnet_weights_before_generating(tmp_path, monkeypatch):
+    """At a scale whose FiLM reads ResNet-101 features (paper), missing weights are reported
+    first, naming the file, not after hours of rendering."""
+    from filmlib.experiment import prepare_data
+    monkeypatch.setenv("FILMLIB_RESNET101", str(tmp_path / "no-resnet.pth"))
+    with pytest.raises(FileNotFoundError, match="no-resnet.pth: no ResNet-101 weights"):
+        prepare_data("paper", tmp_path / "synthclevr", tmp_path / "results", progress=False)
+    assert not (tmp_path / "synthclevr").exists()

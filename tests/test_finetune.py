@@ -129,6 +129,12 @@ def test_run_humans_names_the_missing_notebook(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         finetune.run_humans("smoke", tmp_path, tmp_path, kinds=("cnn_lstm", "film"))
     assert "cnn_lstm_smoke has no finished run" in str(e.value) and "run notebook 02" in str(e.value)
+    # scored, then trained on (best.pt newer than metrics.json): not finished either
+    import os
+    (tmp_path / "cnn_lstm_smoke" / "metrics.json").write_text("{}")
+    os.utime(tmp_path / "cnn_lstm_smoke" / "metrics.json", (1, 1))
+    with pytest.raises(FileNotFoundError, match="cnn_lstm_smoke has no finished run"):
+        finetune.run_humans("smoke", tmp_path, tmp_path, kinds=("cnn_lstm",))
 
 
 def test_a_finetune_of_an_older_version_of_its_model_is_redone(humans, tmp_path):
@@ -150,3 +156,8 @@ def test_a_finetune_of_an_older_version_of_its_model_is_redone(humans, tmp_path)
     assert redone["epochs"] == 1
     now = load_checkpoint(out / "last.pt")["train_config"]["extra"]["finetuned_from_sha256"]
     assert now != first and len(now) == 64
+    with pytest.raises(ValueError, match="holds the run it fine-tunes"):
+        finetune.finetune_questions(run, humans, run, **kw)          # never into (or above) the run itself
+    with pytest.raises(ValueError, match="holds the run it fine-tunes"):
+        finetune.finetune_questions(run, humans, tmp_path, **kw)
+    assert (run / "best.pt").is_file()
