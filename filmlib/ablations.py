@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .config import load_scale
 from .evaluate import mcnemar, read_correct
-from .experiment import evaluate_run, film_train_kwargs, run_in_lanes, run_spent, train_film
+from .experiment import evaluate_run, film_train_kwargs, run_in_lanes, run_spent, scored_on_val, train_film
 from .io import atomic_write_text
 from .models.config import ABLATIONS, DEPTHS
 from .train import TrainingDiverged, load_checkpoint
@@ -136,14 +136,6 @@ def trained(run_dir, budget: int | None, minutes: float | None) -> bool:
     return run_spent(run_dir, budget, minutes)
 
 
-def _scored(run_dir: Path) -> bool:
-    """Has the run's best checkpoint been scored on val since it was written?"""
-    metrics, best = run_dir / "metrics.json", run_dir / "best.pt"
-    if not (metrics.is_file() and best.is_file() and (run_dir / "predictions_val.jsonl").is_file()):
-        return False
-    return metrics.stat().st_mtime >= best.stat().st_mtime and json.loads(metrics.read_text()).get("split") == "val"
-
-
 def run_ablations(scale: str, data_dir, results_dir, *, names=None, seed: int = 0, lanes: int | None = None,
                   device: str = "auto", progress: bool = True) -> dict[str, dict]:
     """Train every row of the scale's Tables 2 and 3 (or those ``names`` lists) that has not spent
@@ -173,10 +165,11 @@ def run_ablations(scale: str, data_dir, results_dir, *, names=None, seed: int = 
     out = {}
     for v in rows:
         run = out_root / v.name
-        if diverged(run) is not None:
-            out[v.name] = {"diverged": diverged(run)}
+        gone = diverged(run)
+        if gone is not None:
+            out[v.name] = {"diverged": gone}
             continue
-        out[v.name] = (json.loads((run / "metrics.json").read_text()) if _scored(run)
+        out[v.name] = (json.loads((run / "metrics.json").read_text()) if scored_on_val(run)
                        else evaluate_run(run, data_dir, "val", device=device, label=v.label))
     return out
 
@@ -202,12 +195,12 @@ def table_rows(scale: str, results_dir, table: str, seed: int = 0) -> list[dict]
         paper = PAPER_TABLE3[BEST_DEPTH] if table == "table3" and v.name.startswith("best") else v.paper
         paper_gap = None if paper is None else round(paper - PAPER_TABLE2["best"], 1)
         gone = diverged(out_root / v.name)   # read first, as run_ablations does: it supersedes old scores
-        m = None if gone is not None else _metrics(out_root / v.name)
         if gone is not None:                 # a row, without accuracy: its loss stopped being finite
             rows.append({"name": v.name, "row": label, "seed": v.seed, "ours": None, "paper": paper,
                          "ours_minus_best": None, "paper_minus_best": paper_gap,
                          "samples": gone["last_checkpoint_samples"], "train_minutes": None, "diverged": True})
             continue
+        m = _metrics(out_root / v.name)
         if m is None:
             continue
         acc = 100 * m["val_accuracy"]

@@ -159,6 +159,16 @@ def resnet101_weights() -> Path:
     return Path(os.environ.get("FILMLIB_RESNET101") or repo_root() / "data" / RESNET101_FILE)
 
 
+def _need_resnet101_weights() -> Path:
+    """:func:`resnet101_weights`, or a FileNotFoundError saying how to fetch them."""
+    weights = resnet101_weights()
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no ResNet-101 weights for the paper's features; on a machine "
+                                f"with internet: `curl -L -o {weights} https://download.pytorch.org/models/"
+                                f"{RESNET101_FILE}` (or set FILMLIB_RESNET101 to the file)")
+    return weights
+
+
 def prepare_data(scale: str, root=None, results_dir=None, *, splits=("train", "val", "test"), seed: int = 0,
                  workers: int = 1, device: str = "auto", progress: bool = True) -> dict:
     """The data notebooks 02-06 and 08 read at a scale, made in one call (``python -m filmlib
@@ -178,11 +188,7 @@ def prepare_data(scale: str, root=None, results_dir=None, *, splits=("train", "v
     size = cfg["film"]["image_size"]
     cache = default_cache_dir(root, size)
     if cfg["film"]["stem"] == "features" and cfg["film"].get("features", "features") == "features":
-        weights = resnet101_weights()         # checked before hours of generating, not after
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights}: no ResNet-101 weights for the paper's features at scale "
-                                    f"{scale!r}; on a machine with internet: `curl -L -o {weights} "
-                                    f"https://download.pytorch.org/models/{RESNET101_FILE}` (or set FILMLIB_RESNET101)")
+        _need_resnet101_weights()             # checked before hours of generating, not after
     made = generate_dataset(root, cfg["data"], seed=seed, workers=workers, progress=progress)
     splits = tuple(s for s in splits if s in cfg["data"]["splits"])
     pre = preprocess_root(root, cache, splits=splits, image_size=(size, size), workers=workers,
@@ -233,11 +239,7 @@ def prepare_maps(scale: str, root, cache, results_dir, *, features: str | None =
     elif features == "features":
         from .data.features import extract_features
         from .train import resolve_device
-        weights = resnet101_weights()
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights}: no ResNet-101 weights for the paper's features; on a machine "
-                                    f"with internet: `curl -L -o {weights} https://download.pytorch.org/models/"
-                                    f"{RESNET101_FILE}` (or set FILMLIB_RESNET101 to the file)")
+        weights = _need_resnet101_weights()
         import h5py
 
         from .data.preprocess import split_image_paths
@@ -495,9 +497,7 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
     budget = min(known) if known else None
     trained = [k for k in kinds if k != "qtype"]
     # lanes for the runs still to train only: a last unfinished run gets every thread
-    todo = [k for k in trained if not run_spent(Path(results_dir) / f"{k}_{scale}",
-                                                (cfg.get("raw_pixels_samples") or budget) if k == "film_pixels"
-                                                else budget if cfg.get("lr_grid") else None,
+    todo = [k for k in trained if not run_spent(Path(results_dir) / f"{k}_{scale}", _row_budget(cfg, k, budget),
                                                 (cfg.get("minutes") or {}).get(k))]
     lanes = max(1, min(int(lanes or cfg.get("lanes") or 1), len(todo) or 1))
     threads = cfg.get("threads")
@@ -517,6 +517,25 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
         metrics = evaluate_run(Path(results_dir) / f"{kind}_{scale}", data_dir, "val", device=device)
         out[metrics["model"]] = metrics
     return out
+
+
+def _row_budget(cfg: dict, kind: str, budget: int | None) -> int | None:
+    """The questions a Table 1 row trains for (``cfg``: the scale's ``baselines`` section): FiLM
+    from raw pixels its ``raw_pixels_samples`` (default: ``budget``), a model with a
+    learning-rate grid ``budget``; None where epochs and early stopping decide."""
+    if kind == "film_pixels":
+        return cfg.get("raw_pixels_samples") or budget
+    return budget if cfg.get("lr_grid") else None
+
+
+def scored_on_val(run_dir) -> bool:
+    """Has the run's best checkpoint been scored on val (``metrics.json``, with its predictions)
+    since it was written?"""
+    run_dir = Path(run_dir)
+    metrics, best = run_dir / "metrics.json", run_dir / "best.pt"
+    if not (metrics.is_file() and best.is_file() and (run_dir / "predictions_val.jsonl").is_file()):
+        return False
+    return metrics.stat().st_mtime >= best.stat().st_mtime and json.loads(metrics.read_text()).get("split") == "val"
 
 
 def run_spent(run_dir, budget: int | None, minutes: float | None) -> bool:
@@ -548,7 +567,7 @@ def train_table1_row(kind: str, data_dir, results_dir, scale: str, *, stem: str 
     guard = (cfg.get("minutes") or {}).get(kind)
     if kind == "film_pixels":
         kw = film_train_kwargs({**film, "stem": "pixels", "features": None, "threads": threads,
-                                "max_samples": cfg.get("raw_pixels_samples") or budget, "time_limit_minutes": guard})
+                                "max_samples": _row_budget(cfg, kind, budget), "time_limit_minutes": guard})
         if kw.get("schedule", "constant") != "constant":
             kw["schedule_samples"] = film["max_samples"]          # FiLM's horizon, as its own run
         return train_film(data_dir, run, seed=seed, progress=progress, device=device, **kw)

@@ -28,10 +28,10 @@ from .config import load_scale
 from .data.download import file_digests
 from .data.datasets import collate
 from .data.vocab import Vocab
-from .experiment import batch_fn_for, evaluate_run, load_run, run_features, split_for
+from .experiment import batch_fn_for, evaluate_run, load_run, run_features, scored_on_val, split_for
 from .io import atomic_write_text
 from .models import FiLMModel
-from .train import Trainer, TrainConfig
+from .train import Trainer, TrainConfig, load_checkpoint
 
 
 def question_encoder(model: nn.Module) -> nn.Module:
@@ -142,16 +142,9 @@ def finetune_questions(run_dir, data_dir, out_dir, *, which: str = "best", lr: f
     return summary
 
 
-def _finished(run: Path) -> bool:
-    """A Table 1 run trained and scored: ``best.pt``, and ``metrics.json`` written after it."""
-    best, metrics = run / "best.pt", run / "metrics.json"
-    return best.is_file() and metrics.is_file() and metrics.stat().st_mtime >= best.stat().st_mtime
-
-
 def _drop_if_stale(out_dir: Path, digest: str | None, base: Path) -> None:
     """A fine-tune in ``out_dir`` started from another version of ``base`` (the model it starts
     from trained on since) is not resumed or kept: it is removed, with a warning, and redone."""
-    from .train import load_checkpoint
     last = out_dir / "last.pt"
     if digest is None or not last.is_file():
         return
@@ -188,7 +181,7 @@ def run_humans(scale: str, data_dir, results_dir, *, kinds=tuple(TABLE4_ROWS), s
     cfg = dict(load_scale(scale).get("humans") or {})
     # every model must be finished (trained and scored: metrics.json), before any fine-tune starts
     missing = [humans_run(results_dir, kind, scale)[0] for kind in kinds]
-    missing = [(run, kind) for run, kind in zip(missing, kinds) if not _finished(run)]
+    missing = [(run, kind) for run, kind in zip(missing, kinds) if not scored_on_val(run)]
     if missing:
         raise FileNotFoundError("; ".join(
             f"{run} has no finished run (best.pt, scored since in metrics.json): run notebook "

@@ -57,6 +57,11 @@ from .io import atomic_path, atomic_write_text, naming_disk_full
 from .memory import retain_freed_memory
 
 
+def _empty_window() -> dict:
+    """Running sums of the train questions since the last curve point."""
+    return {"correct": 0, "seen": 0, "loss_sum": 0.0}
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
@@ -462,7 +467,7 @@ class Trainer:
         self.epoch_start_samples = 0      # questions seen when this epoch began (its curriculum pool)
         # the train questions since the last curve point (its train accuracy and loss); not in
         # checkpoints: after a resume the next point covers the questions since the resume
-        self._window = {"correct": 0, "seen": 0, "loss_sum": 0.0}
+        self._window = _empty_window()
         self._net = self.model
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -509,7 +514,7 @@ class Trainer:
         self.samples = ckpt.get("samples", self.step * self.cfg.batch_size)
         self.curve = list(ckpt.get("curve", []))
         self.epoch_batches = ckpt.get("epoch_batches", 0)
-        self._window = {"correct": 0, "seen": 0, "loss_sum": 0.0}   # the next point covers what follows
+        self._window = _empty_window()      # the next point covers what follows
         self.epoch_partial = ckpt.get("epoch_partial")
         self.epoch_start_samples = ckpt.get("epoch_start_samples", self.samples)
 
@@ -628,7 +633,7 @@ class Trainer:
                 self.epoch_batches = i + 1
                 self.epoch_partial = {"correct": correct, "loss_sum": loss_sum, "seen": seen}
                 self._curve_point(self.train_seconds + (t_eval - t0 - paused), window)
-                window = self._window = {"correct": 0, "seen": 0, "loss_sum": 0.0}
+                window = self._window = _empty_window()
                 next_eval = (self.samples // every + 1) * every
                 self._net.train()
                 paused += time.perf_counter() - t_eval
@@ -702,13 +707,10 @@ class Trainer:
             # a checkpoint written mid-epoch (a curve point) leaves that epoch open: it is closed
             # (val, best.pt, its history row) even when the budget is already spent, else a run
             # killed between its last curve point and the epoch's end would never write best.pt
-            open_epoch = self.epoch_batches > 0
-            if cfg.patience is not None and stale >= cfg.patience and not open_epoch:
-                break
-            if (cfg.time_limit_minutes is not None and self.train_seconds >= 60 * cfg.time_limit_minutes
-                    and not open_epoch):
-                break
-            if cfg.max_samples is not None and self.samples >= cfg.max_samples and not open_epoch:
+            if self.epoch_batches == 0 and (
+                    (cfg.patience is not None and stale >= cfg.patience)
+                    or (cfg.time_limit_minutes is not None and self.train_seconds >= 60 * cfg.time_limit_minutes)
+                    or (cfg.max_samples is not None and self.samples >= cfg.max_samples)):
                 break
             row = self.train_epoch()
             seconds = self._epoch_train_seconds
