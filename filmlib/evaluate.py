@@ -133,17 +133,28 @@ def write_predictions(path, pred: dict, answer_tokens: list[str]) -> Path:
     return atomic_write_text(path, "".join(lines))
 
 
-def read_correct(path) -> dict[int, bool]:
-    """{question_index: answered correctly} from a predictions file of ``write_predictions``."""
-    out = {}
+def read_predictions(path, keys=("question_index",)) -> list[dict]:
+    """The rows of a predictions file of ``write_predictions``, each checked to hold
+    ``prediction``, ``answer`` and the integer ``keys``; a bad line is named."""
+    rows = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
             try:
                 row = json.loads(line)
-                out[int(row["question_index"])] = row["prediction"] == row["answer"]
+                missing = [k for k in ("prediction", "answer") if k not in row]
+                if missing:
+                    raise KeyError(missing[0])
+                for k in keys:
+                    row[k] = int(row[k])
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{path}, line {n}: not a predictions row ({e})") from None
-    return out
+            rows.append(row)
+    return rows
+
+
+def read_correct(path) -> dict[int, bool]:
+    """{question_index: answered correctly} from a predictions file of ``write_predictions``."""
+    return {row["question_index"]: row["prediction"] == row["answer"] for row in read_predictions(path)}
 
 
 def mcnemar(a: dict[int, bool], b: dict[int, bool]) -> dict:

@@ -61,34 +61,59 @@ def _batch(images: np.ndarray, targets: dict, idx: np.ndarray):
     return x.contiguous(memory_format=torch.channels_last), t
 
 
+def _cells(net: PerceptionNet, images: np.ndarray, targets: dict, batch_size: int):
+    """Per batch of a split, in order: the image indices, the net's heads and the targets, and
+    per cell: ``has`` (the cell holds an object), ``found`` (objectness above 0.5) and
+    ``right`` [B, attributes, g, g] (each attribute's argmax equals the target's). Callers run it
+    under ``torch.no_grad``."""
+    net.eval()
+    for start in range(0, len(images), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(images)))
+        x, t = _batch(images, targets, idx)
+        out = net(x)
+        right = torch.stack([out[a].argmax(1) == t["attributes"][:, j] for j, a in enumerate(ATTRIBUTE_ORDER)], 1)
+        yield idx, out, t, t["objectness"] > 0.5, out["objectness"][:, 0] > 0, right
+
+
 @torch.no_grad()
 def evaluate_perception(net: PerceptionNet, images: np.ndarray, targets: dict,
                         batch_size: int = 256) -> dict:
     """On the objects of a split (each cell's target object): accuracy of every attribute,
     objectness precision and recall (threshold 0.5), mean absolute offset and depth error."""
-    net.eval()
     hits = {a: 0 for a in ATTRIBUTE_ORDER}
     objects = tp = fp = fn = 0
     offset_err = depth_err = 0.0
-    for start in range(0, len(images), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(images)))
-        x, t = _batch(images, targets, idx)
-        out = net(x)
-        has = t["attributes"][:, 0] >= 0                         # (B, g, g)
+    for _, out, t, has, found, right in _cells(net, images, targets, batch_size):
         objects += int(has.sum())
         for j, a in enumerate(ATTRIBUTE_ORDER):
-            hits[a] += int((out[a].argmax(1) == t["attributes"][:, j])[has].sum())
-        pred = out["objectness"][:, 0] > 0
-        truth = t["objectness"] > 0.5
-        tp += int((pred & truth).sum())
-        fp += int((pred & ~truth).sum())
-        fn += int((~pred & truth).sum())
+            hits[a] += int(right[:, j][has].sum())
+        tp += int((found & has).sum())
+        fp += int((found & ~has).sum())
+        fn += int((~found & has).sum())
         offset_err += float((out["offset"] - t["offset"]).abs().sum(1)[has].sum()) / 2
         depth_err += float((out["depth"][:, 0] - t["depth"]).abs()[has].sum())
     n = max(objects, 1)
     return {"objects": objects, **{a: hits[a] / n for a in ATTRIBUTE_ORDER},
             "objectness_precision": tp / max(tp + fp, 1), "objectness_recall": tp / max(tp + fn, 1),
             "offset_mae": offset_err / n, "depth_mae": depth_err / n}
+
+
+@torch.no_grad()
+def scene_errors(net: PerceptionNet, images: np.ndarray, targets: dict, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """What the perception heads get wrong in each image, int arrays [N]: ``objects`` (cells
+    holding an object), ``missed`` (of those, objectness below 0.5), ``false`` (cells without an
+    object above 0.5), ``wrong`` (object cells with any attribute wrong), and ``perfect``
+    (bool: none of the three). FiLM reads the trunk's maps, not these heads, so a scene the heads
+    get right is one whose maps carry every object plainly, not the only scenes that can be
+    answered."""
+    out = {k: np.zeros(len(images), np.int64) for k in ("objects", "missed", "false", "wrong")}
+    for idx, _, _, has, found, right in _cells(net, images, targets, batch_size):
+        out["objects"][idx] = has.flatten(1).sum(1).numpy()
+        out["missed"][idx] = (has & ~found).flatten(1).sum(1).numpy()
+        out["false"][idx] = (found & ~has).flatten(1).sum(1).numpy()
+        out["wrong"][idx] = (has & ~right.all(1)).flatten(1).sum(1).numpy()
+    out["perfect"] = (out["missed"] == 0) & (out["false"] == 0) & (out["wrong"] == 0)
+    return out
 
 
 def pretrain(cache_dir, root, out_dir, *, cfg: PerceptionConfig | None = None, epochs: int = 6,
@@ -200,4 +225,4 @@ def extract(net_or_path, cache_dir, split: str, out_h5=None, *, batch_size: int 
 
 
 __all__ = ["CHECKPOINT", "evaluate_perception", "extract", "load_images", "load_perception",
-           "load_targets", "pretrain"]
+           "load_targets", "pretrain", "scene_errors"]

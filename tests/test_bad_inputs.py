@@ -301,6 +301,38 @@ def perception_missing_cache(c, tmp):
             "culprit": str(tmp / "nope")}
 
 
+def _errors_args(c, run, perception):
+    return ["perception-errors", "--run", run, "--data", c["h5"], "--root", c["raw"], "--perception", perception]
+
+
+def _perception_ckpt(folder):
+    from filmlib.models.perception import PerceptionConfig, PerceptionNet
+    folder.mkdir()
+    cfg = PerceptionConfig(image_size=32, channels=8, stem_layers=2)
+    torch.save({"model": PerceptionNet(cfg).state_dict(), "config": cfg.to_dict()}, folder / "perception.pt")
+    return folder
+
+
+@case(1)
+def perception_errors_unscored_run(c, tmp):
+    return {"args": _errors_args(c, c["run"], tmp), "culprit": "predictions_val.jsonl", "watch": c["run"]}
+
+
+@case(1)
+def perception_errors_missing_checkpoint(c, tmp):
+    (tmp / "run").mkdir()
+    (tmp / "run" / "predictions_val.jsonl").write_text("")
+    return {"args": _errors_args(c, tmp / "run", tmp / "nope"), "culprit": str(tmp / "nope" / "perception.pt")}
+
+
+@case(1)
+def perception_errors_broken_predictions(c, tmp):
+    (tmp / "run").mkdir()
+    (tmp / "run" / "predictions_val.jsonl").write_text('{"prediction": "yes", "answer": "no"}\n')
+    return {"args": _errors_args(c, tmp / "run", _perception_ckpt(tmp / "p")),
+            "culprit": "predictions_val.jsonl, line 1"}
+
+
 @case(2)
 def study_unknown_recipe(c, tmp):
     return {"args": ["study", "--data", c["h5"], "--out", tmp / "s", "--recipe", "no-such-recipe"],

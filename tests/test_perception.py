@@ -230,3 +230,111 @@ def test_bench_maps_rows_with_and_without_compile_and_bf16(prepared, tmp_path):
     assert all(row["samples"] == 64 and row["samples_per_s"] > 0 and row["matmul_gflops"] > 0 for row in rows)
     table = (tmp_path / "maps.md").read_text()
     assert "| compiled | bf16 |" in table and "| yes |" in table and "| no |" in table
+
+
+# --- how much of a model's error is perception's -------------------------------------------------
+
+class _HeadsFromTargets:
+    """A stand-in perception net whose heads read the targets of the images it is given in order,
+    with ``edit(heads, rows)`` changing them: a perception that is right except where told."""
+
+    def __init__(self, targets, edit=lambda heads, rows: None):
+        self.targets, self.edit, self.seen = targets, edit, 0
+
+    def eval(self):
+        return self
+
+    def __call__(self, x):
+        rows = np.arange(self.seen, self.seen + len(x))
+        self.seen += len(x)
+        t = {k: torch.from_numpy(v[rows]) for k, v in self.targets.items()}
+        heads = {"objectness": (t["objectness"] * 20 - 10)[:, None], "offset": t["offset"].clone(),
+                 "depth": t["depth"][:, None].clone()}
+        for j, a in enumerate(sm.ATTRIBUTE_ORDER):
+            heads[a] = torch.nn.functional.one_hot(t["attributes"][:, j].clamp(min=0),
+                                                   len(ATTRIBUTES[a])).permute(0, 3, 1, 2).float()
+        self.edit(heads, rows)
+        return heads
+
+
+def test_scene_errors_count_missed_false_and_wrong_cells(prepared):
+    images = perception.load_images(prepared / "h5", "val")
+    targets = perception.load_targets(prepared / "raw", "val", 8, len(images))
+    cells = [np.argwhere(targets["objectness"][i] > 0.5) for i in range(len(images))]
+    empty = np.argwhere(targets["objectness"][7] < 0.5)[0]
+
+    def edit(heads, rows):
+        for k, i in enumerate(rows):
+            if i == 1:                                             # one object missed
+                r, c = cells[1][0]
+                heads["objectness"][k, 0, r, c] = -10
+            if i == 7:                                             # an object where there is none
+                heads["objectness"][k, 0, empty[0], empty[1]] = 10
+            if i == 3:                                             # one object's colour wrong
+                r, c = cells[3][0]
+                heads["color"][k, :, r, c] = heads["color"][k, :, r, c].roll(1)
+
+    perfect = perception.evaluate_perception(_HeadsFromTargets(targets), images, targets, batch_size=5)
+    assert perfect["objectness_precision"] == perfect["objectness_recall"] == 1.0
+    assert all(perfect[a] == 1.0 for a in sm.ATTRIBUTE_ORDER)
+    errs = perception.scene_errors(_HeadsFromTargets(targets, edit), images, targets, batch_size=5)
+    assert errs["objects"].tolist() == [len(c) for c in cells]
+    assert np.flatnonzero(errs["missed"]).tolist() == [1] and errs["missed"][1] == 1
+    assert np.flatnonzero(errs["false"]).tolist() == [7]
+    assert np.flatnonzero(errs["wrong"]).tolist() == [3]
+    assert np.flatnonzero(~errs["perfect"]).tolist() == [1, 3, 7]
+    scored = perception.evaluate_perception(_HeadsFromTargets(targets, edit), images, targets, batch_size=5)
+    total = sum(len(c) for c in cells)
+    assert scored["objectness_recall"] == pytest.approx((total - 1) / total)
+    assert scored["color"] == pytest.approx((total - 1) / total) and scored["shape"] == 1.0
+
+
+def test_accuracy_by_perception_splits_by_scene_and_object_count():
+    from filmlib.analysis.perception_errors import accuracy_by_perception, markdown
+    errors = {"objects": np.array([3, 3, 5, 5]), "missed": np.array([0, 1, 0, 0]),
+              "false": np.array([0, 0, 0, 2]), "wrong": np.array([0, 0, 0, 0])}
+    errors["perfect"] = (errors["missed"] == 0) & (errors["false"] == 0)
+    row = lambda i, t, p, a: {"image_index": i, "type": t, "prediction": p, "answer": a}   # noqa: E731
+    rows = [row(0, 0, "3", "3"), row(0, 1, "yes", "no"), row(1, 0, "1", "2"), row(1, 3, "red", "red"),
+            row(2, 0, "4", "4"), row(3, 0, "6", "5"), row(3, 0, "5", "5")]
+    t = accuracy_by_perception(rows, errors)
+    assert t["perfect_scenes"] == 0.5 and t["scenes_with"] == {"missed": 0.25, "false": 0.25, "wrong": 0.0}
+    assert t["all"]["perfect"] == {"accuracy": 2 / 3, "questions": 3}
+    assert t["all"]["imperfect"] == {"accuracy": 2 / 4, "questions": 4}
+    assert t["by_type"]["count"]["imperfect"] == {"accuracy": 1 / 3, "questions": 3}
+    assert set(t["by_type"]) == {"count", "exist", "query_attribute"}
+    assert t["by_objects"]["all"][5]["imperfect"] == {"accuracy": 0.5, "questions": 2}
+    assert t["by_objects"]["count"][3]["perfect"] == {"accuracy": 1.0, "questions": 1}
+    assert t["count_errors"]["missed only"] == {"under": 1, "right": 0, "over": 0}
+    assert t["count_errors"]["false only"] == {"under": 0, "right": 1, "over": 1}
+    assert t["count_errors"]["neither"] == {"under": 0, "right": 2, "over": 0}
+    assert "| 5 | 100.0 (1) | 50.0 (2) | 100.0 (1) | 50.0 (2) |" in markdown(t)
+    with pytest.raises(ValueError, match="cover 4 images"):
+        accuracy_by_perception([row(4, 0, "1", "1")], errors)
+
+
+def test_perception_errors_cli_writes_the_split_beside_the_run(prepared, tmp_path):
+    cfg = PerceptionConfig(image_size=32, channels=8, stem_layers=2)
+    perception.pretrain(prepared / "h5", prepared / "raw", tmp_path / "p", cfg=cfg, epochs=1, batch_size=8,
+                        threads=1, progress=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    args = ("perception-errors", "--run", str(run), "--data", str(prepared / "h5"), "--root", str(prepared / "raw"),
+            "--perception", str(tmp_path / "p"))
+    r = cli(*args)
+    assert r.returncode == 1 and "predictions_val.jsonl" in r.stderr and "evaluate" in r.stderr
+    questions = json.loads(next((prepared / "raw" / "questions").glob("*_val_questions.json")).read_text())
+    lines = [json.dumps({"prediction": q["answer"] if k % 2 else "no", "answer": q["answer"], "type": 1,
+                         "image_index": q["image_index"], "question_index": k})
+             for k, q in enumerate(questions["questions"])]
+    (run / "predictions_val.jsonl").write_text("\n".join(lines) + "\n")
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    table = json.loads((run / "perception_errors_val.json").read_text())
+    assert table["scenes"] == 12 and table["split"] == "val"
+    n = table["all"]["perfect"]["questions"] + table["all"]["imperfect"]["questions"]
+    assert n == len(lines) and json.loads(r.stdout)["scenes"] == 12
+    assert (run / "perception_errors_val.md").read_text().startswith("Scenes the perception heads get exactly right")
+    (run / "predictions_val.jsonl").write_text('{"prediction": "yes"}\n')
+    r = cli(*args)
+    assert r.returncode == 1 and "predictions_val.jsonl, line 1: not a predictions row" in r.stderr
