@@ -353,16 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tries after a failed request or a broken transfer (default 5)")
     dl.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    pe = command("perception-errors", help="a scored run's accuracy on scenes the perception CNN gets right, and on the others",
-                 description="Split a scored run's answers (its predictions_<split>.jsonl) by whether the "
-                 "perception CNN's heads got each scene exactly right (every object found, no false "
-                 "object, every attribute right), overall, by question type and at each number of "
-                 "objects; write perception_errors_<split>.json and .md into the run.")
-    pe.add_argument("--run", required=True, type=Path, help="a run scored on --split")
-    pe.add_argument("--data", required=True, type=Path, help="preprocessed folder with <split>_images.h5")
-    pe.add_argument("--root", required=True, type=Path, help="dataset root (scenes/)")
-    pe.add_argument("--perception", required=True, type=Path, help="folder with perception.pt")
-    pe.add_argument("--split", default="val", help="split (default val)")
+    er = command("errors", help="where a scored run's errors are: by the reasoning a question needs, and by perception",
+                 description="Split a scored run's answers (its predictions_<split>.jsonl) by question type and "
+                 "the kind of step each program takes (filters only, and/or, same attribute, one or more "
+                 "spatial relations); with --perception, also by whether the perception CNN's heads got "
+                 "each scene exactly right (every object found, no false object, every attribute right), "
+                 "at each number of objects. Writes errors_<split>.json and .md into the run.")
+    er.add_argument("--run", required=True, type=Path, help="a run scored on --split")
+    er.add_argument("--root", required=True, type=Path, help="dataset root (questions/, scenes/)")
+    er.add_argument("--perception", type=Path, help="folder with perception.pt (the perception CNN)")
+    er.add_argument("--data", type=Path, help="preprocessed folder with <split>_images.h5 (with --perception)")
+    er.add_argument("--split", default="val", help="split (default val)")
 
     e = command("evaluate", help="score a training run on a split")
     e.add_argument("--run", required=True, type=Path, help="run directory")
@@ -660,16 +661,22 @@ def _run(args) -> dict:
         from .data.download import download
         summary = download(args.dataset, args.to, url=args.url, keep_archive=args.keep_archive,
                            progress=not args.quiet, timeout=args.timeout, retries=args.retries)
-    elif args.command == "perception-errors":
-        from .experiment import perception_errors
+    elif args.command == "errors":
+        from .data.clevr import questions_path
+        from .experiment import error_report
         from .perception import CHECKPOINT
         _need_file(args.run / f"predictions_{args.split}.jsonl", "--run", f"score it on {args.split} first: "
-                   f"`python -m filmlib evaluate --run {args.run} --data {args.data} --split {args.split}`")
-        _need_file(args.perception / CHECKPOINT, "--perception", "run `python -m filmlib perception` first")
-        _need_folder(args.data, "--data", "run `python -m filmlib preprocess` to make it")
-        _need_file(args.data / f"{args.split}_images.h5", "--data", "preprocess that split first")
-        table = perception_errors(args.run, args.data, args.root, args.perception, args.split)
-        summary = {k: table[k] for k in ("run", "split", "scenes", "perfect_scenes", "scenes_with", "all", "by_type")}
+                   f"`python -m filmlib evaluate --run {args.run} --data DIR --split {args.split}`")
+        _need_file(questions_path(args.root, args.split), "--root", f"the {args.split} questions file is missing")
+        if args.perception is not None:
+            if args.data is None:
+                raise UsageError("--perception needs --data (the preprocessed folder with the split's images)")
+            _need_file(args.perception / CHECKPOINT, "--perception", "run `python -m filmlib perception` first")
+            _need_file(args.data / f"{args.split}_images.h5", "--data", "preprocess that split first")
+        report = error_report(args.run, args.root, args.split, data_dir=args.data, perception_dir=args.perception)
+        summary = {"run": report["run"], "split": args.split, "reasoning": report["reasoning"]["all"]}
+        if "perception" in report:
+            summary["perception"] = {k: report["perception"][k] for k in ("perfect_scenes", "all", "by_type")}
     elif args.command == "evaluate":
         from .experiment import evaluate_run
         _need_folder(args.run, "--run", "pass the --out folder of a `train` run")

@@ -827,33 +827,37 @@ def run_image_reliance(run_dir, data_dir, split: str = "val", *, which: str = "b
     return {"model": model_label(model), "split": split, "batch_size": batch_size, "seed": seed, **result}
 
 
-def perception_errors(run_dir, data_dir, root, perception_dir, split: str = "val") -> dict:
-    """A scored run's answers on ``split`` (its ``predictions_<split>.jsonl``) split by whether the
-    perception CNN in ``perception_dir`` got each scene exactly right
-    (:func:`filmlib.analysis.perception_errors.accuracy_by_perception`); ``data_dir`` holds the
-    split's images cache, ``root`` its scene graphs. Written to ``perception_errors_<split>.json``
-    in the run directory, with the Markdown table as ``perception_errors_<split>.md``."""
-    from . import perception
-    from .analysis.perception_errors import accuracy_by_perception, markdown
+def error_report(run_dir, root, split: str = "val", *, data_dir=None, perception_dir=None) -> dict:
+    """Where a scored run's errors on ``split`` are (its ``predictions_<split>.jsonl``), by
+    :mod:`filmlib.analysis.errors`: accuracy by question type and the reasoning its program needs
+    (the questions file under ``root``), and, given ``perception_dir`` (the perception CNN) and
+    ``data_dir`` (the split's images cache), its answers on the scenes that CNN gets exactly right
+    and on the others, at each number of objects. Written to ``errors_<split>.json`` and
+    ``errors_<split>.md`` in the run directory."""
+    from .analysis.errors import accuracy_by_perception, accuracy_by_reasoning, markdown
+    from .data.clevr import load_questions_file, questions_path
     from .evaluate import read_predictions
     run_dir = Path(run_dir)
     predictions = run_dir / f"predictions_{split}.jsonl"
     if not predictions.is_file():
         raise FileNotFoundError(f"{predictions}: not found; score the run on {split} first "
                                 f"(`python -m filmlib evaluate --run {run_dir} --split {split} ...`)")
-    net = perception.load_perception(Path(perception_dir) / perception.CHECKPOINT)
-    images = perception.load_images(data_dir, split)
-    targets = perception.load_targets(root, split, net.cfg.grid, len(images))
-    table = accuracy_by_perception(read_predictions(predictions, keys=("image_index", "type")),
-                                   perception.scene_errors(net, images, targets))
-    table = {"run": str(run_dir), "perception": str(perception_dir), "split": split, **table}
-    atomic_write_text(run_dir / f"perception_errors_{split}.md", markdown(table))
-    atomic_write_text(run_dir / f"perception_errors_{split}.json", json.dumps(table, indent=1))
-    return table
+    rows = read_predictions(predictions, keys=("question_index", "image_index", "type"))
+    report = {"run": str(run_dir), "split": split,
+              "reasoning": accuracy_by_reasoning(rows, load_questions_file(questions_path(root, split))[1])}
+    if perception_dir is not None:
+        from . import perception
+        net = perception.load_perception(Path(perception_dir) / perception.CHECKPOINT)
+        images = perception.load_images(data_dir, split)
+        targets = perception.load_targets(root, split, net.cfg.grid, len(images))
+        report["perception_dir"] = str(perception_dir)
+        report["perception"] = accuracy_by_perception(rows, perception.scene_errors(net, images, targets))
+    atomic_write_text(run_dir / f"errors_{split}.md", markdown(report["reasoning"], report.get("perception")))
+    atomic_write_text(run_dir / f"errors_{split}.json", json.dumps(report, indent=1))
+    return report
 
 
 __all__ = ["attention_maps", "pick_lr", "run_baselines", "table1_runs", "build_baseline_model", "build_model", "evaluate_run", "feature_shape",
-           "film_train_kwargs", "load_run", "load_split", "model_from_config", "model_label", "perception_config",
-           "perception_errors",
+           "film_train_kwargs", "load_run", "load_split", "model_from_config", "model_label", "perception_config", "error_report",
            "predict_qtype", "prepare_maps", "run_features", "run_image_reliance", "train_baseline", "train_film",
            "split_for", "unknown_words_as_unk", "visual_file"]

@@ -302,7 +302,7 @@ def perception_missing_cache(c, tmp):
 
 
 def _errors_args(c, run, perception):
-    return ["perception-errors", "--run", run, "--data", c["h5"], "--root", c["raw"], "--perception", perception]
+    return ["errors", "--run", run, "--data", c["h5"], "--root", c["raw"], "--perception", perception]
 
 
 def _perception_ckpt(folder):
@@ -314,19 +314,19 @@ def _perception_ckpt(folder):
 
 
 @case(1)
-def perception_errors_unscored_run(c, tmp):
+def errors_unscored_run(c, tmp):
     return {"args": _errors_args(c, c["run"], tmp), "culprit": "predictions_val.jsonl", "watch": c["run"]}
 
 
 @case(1)
-def perception_errors_missing_checkpoint(c, tmp):
+def errors_missing_perception_checkpoint(c, tmp):
     (tmp / "run").mkdir()
     (tmp / "run" / "predictions_val.jsonl").write_text("")
     return {"args": _errors_args(c, tmp / "run", tmp / "nope"), "culprit": str(tmp / "nope" / "perception.pt")}
 
 
 @case(1)
-def perception_errors_broken_predictions(c, tmp):
+def errors_broken_predictions(c, tmp):
     (tmp / "run").mkdir()
     (tmp / "run" / "predictions_val.jsonl").write_text('{"prediction": "yes", "answer": "no"}\n')
     return {"args": _errors_args(c, tmp / "run", _perception_ckpt(tmp / "p")),

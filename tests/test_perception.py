@@ -290,7 +290,7 @@ def test_scene_errors_count_missed_false_and_wrong_cells(prepared):
 
 
 def test_accuracy_by_perception_splits_by_scene_and_object_count():
-    from filmlib.analysis.perception_errors import accuracy_by_perception, markdown
+    from filmlib.analysis.errors import accuracy_by_perception, markdown
     errors = {"objects": np.array([3, 3, 5, 5]), "missed": np.array([0, 1, 0, 0]),
               "false": np.array([0, 0, 0, 2]), "wrong": np.array([0, 0, 0, 0])}
     errors["perfect"] = (errors["missed"] == 0) & (errors["false"] == 0)
@@ -308,33 +308,77 @@ def test_accuracy_by_perception_splits_by_scene_and_object_count():
     assert t["count_errors"]["missed only"] == {"under": 1, "right": 0, "over": 0}
     assert t["count_errors"]["false only"] == {"under": 0, "right": 1, "over": 1}
     assert t["count_errors"]["neither"] == {"under": 0, "right": 2, "over": 0}
-    assert "| 5 | 100.0 (1) | 50.0 (2) | 100.0 (1) | 50.0 (2) |" in markdown(t)
+    assert "| 5 | 100.0 (1) | 50.0 (2) | 100.0 (1) | 50.0 (2) |" in markdown(perception=t)
     with pytest.raises(ValueError, match="cover 4 images"):
         accuracy_by_perception([row(4, 0, "1", "1")], errors)
 
 
-def test_perception_errors_cli_writes_the_split_beside_the_run(prepared, tmp_path):
+def test_accuracy_by_reasoning_sorts_questions_by_their_hardest_step():
+    from filmlib.analysis.errors import accuracy_by_reasoning, markdown
+    from filmlib.data.clevr import reasoning_kind
+    scene = [{"function": "scene", "inputs": [], "value_inputs": []}]
+    relate = [*scene, {"function": "unique", "inputs": [0]}, {"function": "relate", "inputs": [1], "value_inputs": ["left"]}]
+    programs = [
+        [*scene, {"function": "filter_color", "inputs": [0], "value_inputs": ["red"]}, {"function": "count", "inputs": [1]}],
+        [*relate, {"function": "count", "inputs": [2]}],
+        [*relate, {"function": "unique", "inputs": [2]}, {"type": "relate", "inputs": [3], "value_inputs": ["front"]},
+         {"function": "exist", "inputs": [4]}],
+        [*scene, {"function": "unique", "inputs": [0]}, {"function": "same_shape", "inputs": [1]},
+         {"function": "count", "inputs": [2]}],
+        [*scene, *scene, {"function": "union", "inputs": [0, 1]}, {"function": "count", "inputs": [2]}],
+    ]
+    assert [reasoning_kind(p) for p in programs] == ["filters only", "1 relation", "2+ relations",
+                                                    "same attribute", "and/or"]
+    questions = [{"question_index": i, "program": p} for i, p in enumerate(programs)]
+    rows = [{"question_index": 0, "type": 0, "prediction": "1", "answer": "1"},
+            {"question_index": 1, "type": 0, "prediction": "2", "answer": "1"},
+            {"question_index": 2, "type": 1, "prediction": "yes", "answer": "yes"},
+            {"question_index": 3, "type": 0, "prediction": "0", "answer": "0"},
+            {"question_index": 4, "type": 0, "prediction": "3", "answer": "2"}]
+    t = accuracy_by_reasoning(rows, questions)
+    assert t["count"] == {"filters only": {"accuracy": 1.0, "questions": 1}, "and/or": {"accuracy": 0.0, "questions": 1},
+                          "same attribute": {"accuracy": 1.0, "questions": 1},
+                          "1 relation": {"accuracy": 0.0, "questions": 1}}
+    assert t["exist"] == {"2+ relations": {"accuracy": 1.0, "questions": 1}} and set(t) == {"all", "count", "exist"}
+    assert "| count | 100.0 (1) | 0.0 (1) | 100.0 (1) | 0.0 (1) | — |" in markdown(reasoning=t)
+    with pytest.raises(ValueError, match="holds 5"):
+        accuracy_by_reasoning([{**rows[0], "question_index": 5}], questions)
+    with pytest.raises(ValueError, match="not in question order"):
+        accuracy_by_reasoning(rows, questions[::-1])
+
+
+def test_errors_cli_writes_the_report_beside_the_run(prepared, tmp_path):
     cfg = PerceptionConfig(image_size=32, channels=8, stem_layers=2)
     perception.pretrain(prepared / "h5", prepared / "raw", tmp_path / "p", cfg=cfg, epochs=1, batch_size=8,
                         threads=1, progress=False)
     run = tmp_path / "run"
     run.mkdir()
-    args = ("perception-errors", "--run", str(run), "--data", str(prepared / "h5"), "--root", str(prepared / "raw"),
-            "--perception", str(tmp_path / "p"))
-    r = cli(*args)
+    args = ("errors", "--run", str(run), "--root", str(prepared / "raw"))
+    with_perception = (*args, "--data", str(prepared / "h5"), "--perception", str(tmp_path / "p"))
+    r = cli(*with_perception)
     assert r.returncode == 1 and "predictions_val.jsonl" in r.stderr and "evaluate" in r.stderr
     questions = json.loads(next((prepared / "raw" / "questions").glob("*_val_questions.json")).read_text())
-    lines = [json.dumps({"prediction": q["answer"] if k % 2 else "no", "answer": q["answer"], "type": 1,
+    from filmlib.data.clevr import QUESTION_TYPES, question_type
+    lines = [json.dumps({"prediction": q["answer"] if k % 2 else "no", "answer": q["answer"],
+                         "type": QUESTION_TYPES.index(question_type(q["program"])),
                          "image_index": q["image_index"], "question_index": k})
              for k, q in enumerate(questions["questions"])]
     (run / "predictions_val.jsonl").write_text("\n".join(lines) + "\n")
-    r = cli(*args)
+    r = cli(*args)                                                # the reasoning table alone
     assert r.returncode == 0, r.stderr
-    table = json.loads((run / "perception_errors_val.json").read_text())
-    assert table["scenes"] == 12 and table["split"] == "val"
-    n = table["all"]["perfect"]["questions"] + table["all"]["imperfect"]["questions"]
-    assert n == len(lines) and json.loads(r.stdout)["scenes"] == 12
-    assert (run / "perception_errors_val.md").read_text().startswith("Scenes the perception heads get exactly right")
+    report = json.loads((run / "errors_val.json").read_text())
+    assert "perception" not in report
+    assert sum(c["questions"] for c in report["reasoning"]["all"].values()) == len(lines)
+    r = cli(*with_perception)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((run / "errors_val.json").read_text())
+    table = report["perception"]
+    assert table["scenes"] == 12 and report["split"] == "val" and json.loads(r.stdout)["perception"]["all"]
+    assert table["all"]["perfect"]["questions"] + table["all"]["imperfect"]["questions"] == len(lines)
+    md = (run / "errors_val.md").read_text()
+    assert md.startswith("Accuracy % (questions) by question type") and "Scenes the perception heads get" in md
+    r = cli(*args, "--perception", str(tmp_path / "p"))
+    assert r.returncode == 2 and "--perception needs --data" in r.stderr
     (run / "predictions_val.jsonl").write_text('{"prediction": "yes"}\n')
     r = cli(*args)
     assert r.returncode == 1 and "predictions_val.jsonl, line 1: not a predictions row" in r.stderr

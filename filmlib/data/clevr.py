@@ -101,6 +101,28 @@ def final_function(program: list) -> str:
     return _canonical_function(name)
 
 
+#: The kinds of step :func:`reasoning_kind` tells apart, from the simplest.
+REASONING_KINDS = ("filters only", "and/or", "same attribute", "1 relation", "2+ relations")
+
+
+def reasoning_kind(program: list) -> str:
+    """The hardest kind of step a program takes, one of :data:`REASONING_KINDS`: two or more
+    spatial relations (``relate``), one, a ``same_<attribute>`` step, an ``and``/``or`` of two
+    sets (``intersect``, ``union``), or filters only."""
+    names = []
+    for k, node in enumerate(program):
+        name = node.get("function", node.get("type")) if isinstance(node, dict) else None
+        if not isinstance(name, str):
+            raise ValueError(f"node {k} has no function: {node!r}")
+        names.append(_canonical_function(name))
+    relations = sum(n.startswith("relate") for n in names)
+    if relations:
+        return "2+ relations" if relations > 1 else "1 relation"
+    if any(n.startswith("same_") for n in names):
+        return "same attribute"
+    return "and/or" if any(n in ("union", "intersect") for n in names) else "filters only"
+
+
 def question_type(program: list) -> str:
     """One of :data:`QUESTION_TYPES`, from the program's last function."""
     name = final_function(program)
