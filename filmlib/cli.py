@@ -278,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--curve-samples", type=_positive, default=5_000, help="val questions scored at each point")
     st.add_argument("--perception", type=Path, help="perception.pt (for the finetune stem)")
     st.add_argument("--threads", type=_positive, help="torch CPU threads")
+    st.add_argument("--compile", action="store_true", help="torch.compile the FiLM-ed network (speed only)")
     st.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0..{MAX_SEED} (default 0)")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -622,7 +623,7 @@ def _run(args) -> dict:
         summary = study.run_recipe(study.RECIPES[args.recipe], args.data, args.out, eval_every=args.eval_every,
                                    curve_samples=args.curve_samples, threads=args.threads, seed=args.seed,
                                    max_samples=args.max_samples, perception_checkpoint=args.perception,
-                                   progress=not args.quiet)
+                                   progress=not args.quiet, compile=args.compile)
         print(study.table(args.out))
     elif args.command == "train":
         from .experiment import train_baseline, train_film

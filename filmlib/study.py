@@ -94,6 +94,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _r("oracle-warmup-1e-3-curriculum", lr=1e-3, schedule="warmup_cosine", warmup_samples=50_000,
        min_lr_ratio=0.05, curriculum="program_length", curriculum_samples=500_000,
        note="short programs first, all programs after 500k questions"),
+    _r("oracle-warmup-1e-3-maxmean", lr=1e-3, schedule="warmup_cosine", warmup_samples=50_000,
+       min_lr_ratio=0.05, max_samples=3_000_000, model={"classifier_pool": "max+mean"},
+       note="the classifier reads the global mean beside the max (counting is FiLM's weak skill; "
+       "compare with oracle-warmup-1e-3, run to a 3M horizon)"),
     _r("perception-paper", stem="perception"),
     _r("perception-warmup-1e-3", stem="perception", lr=1e-3, schedule="warmup_cosine",
        warmup_samples=50_000, min_lr_ratio=0.05),
@@ -117,9 +121,10 @@ def _stem_args(recipe: Recipe, data_dir: Path, perception_checkpoint) -> dict:
 def run_recipe(recipe: Recipe, data_dir, out_root, *, eval_every: int = 50_000,
                curve_samples: int = 5_000, threads: int | None = None, seed: int = 0,
                max_samples: int | None = None, perception_checkpoint=None, progress: bool = True,
-               preset_name: str = "cpu") -> dict:
+               preset_name: str = "cpu", compile: bool = False) -> dict:
     """Train one recipe into ``out_root/<name>`` (resuming if it was interrupted) and write its
-    ``summary.json``; returns the summary. ``max_samples`` overrides the recipe's budget."""
+    ``summary.json``; returns the summary. ``max_samples`` overrides the recipe's budget;
+    ``compile``: ``torch.compile`` the FiLM-ed network (speed only)."""
     from .experiment import train_film
     run = Path(out_root) / recipe.name
     budget = max_samples or recipe.max_samples
@@ -134,7 +139,7 @@ def run_recipe(recipe: Recipe, data_dir, out_root, *, eval_every: int = 50_000,
         batch_size=recipe.batch_size, lr=recipe.lr, weight_decay=recipe.weight_decay,
         schedule=recipe.schedule, warmup_samples=recipe.warmup_samples, min_lr_ratio=recipe.min_lr_ratio,
         schedule_samples=budget, max_samples=budget, grad_clip=recipe.grad_clip,
-        eval_every_samples=eval_every, threads=threads, seed=seed, progress=progress,
+        eval_every_samples=eval_every, threads=threads, seed=seed, progress=progress, compile=compile,
         curriculum=recipe.curriculum, curriculum_samples=recipe.curriculum_samples or None,
         **_stem_args(recipe, Path(data_dir), perception_checkpoint))
     curve = result["curve"]

@@ -302,12 +302,30 @@ def test_film_parameter_override():
         model(torch.zeros(2, 1, 32, 32), q)
 
 
+def test_classifier_pools_the_max_and_optionally_the_mean():
+    cfg = smoke()
+    assert cfg.classifier_pool == "max"                     # the paper's
+    both = cfg.variant(classifier_pool="max+mean")
+    model = FiLMModel(both).eval()
+    assert model.network.classifier.mlp[0].in_features == 2 * both.classifier_channels
+    v, q = visual(both, 3), questions(3, [5, 7, 4])
+    logits, feats = model(v, q, return_features=True)
+    fmap, pooled = feats["classifier_map"], feats["pooled"]
+    P = both.classifier_channels
+    assert pooled.shape == (3, 2 * P) and logits.shape == (3, ANSWERS)
+    assert torch.equal(pooled[:, :P], fmap.amax(dim=(2, 3)))
+    assert torch.allclose(pooled[:, P:], fmap.mean(dim=(2, 3)))
+    assert torch.allclose(logits, model.network.classifier.mlp(pooled))
+    assert param_count(model) - param_count(FiLMModel(cfg)) == P * both.classifier_hidden
+    one_step(both, n=2)                                     # trains
+
+
 def test_config_validation_and_round_trip():
     cfg = smoke(film_blocks=[2, 0])
     assert cfg.film_blocks == (0, 2)
     assert FiLMConfig.from_dict(cfg.to_dict()) == cfg
     for bad in [dict(stem="resnet"), dict(film_blocks=(4,)), dict(block_kernel=2), dict(gamma="relu"),
-                dict(film_position="after_conv1"), dict(image_size=2, stem_layers=2)]:
+                dict(film_position="after_conv1"), dict(image_size=2, stem_layers=2), dict(classifier_pool="sum")]:
         with pytest.raises(ValueError, match="invalid FiLMConfig"):
             cfg.variant(**bad)
     with pytest.raises(KeyError):

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from ..film import BETA_PARAMETERISATIONS, GAMMA_PARAMETERISATIONS
 
 STEMS = ("features", "pixels")
+#: How the classifier pools its map over positions: the paper's global max-pool, or the max and
+#: the mean side by side (the mean of a ReLU map grows with how many positions fire: a count).
+CLASSIFIER_POOLS = ("max", "max+mean")
 FILM_POSITIONS = ("after_bn", "after_residual", "after_relu2", "after_conv2", "before_conv1")
 
 
@@ -62,6 +65,7 @@ class FiLMConfig(VisualInput):
     # classifier
     classifier_channels: int = 512     # 1x1 conv before the global max-pool
     classifier_hidden: int = 1024      # hidden FC layer
+    classifier_pool: str = "max"       # "max" (the paper's) | "max+mean" (see CLASSIFIER_POOLS)
 
     def __post_init__(self):
         if self.film_blocks is not None:  # accept lists (e.g. from JSON), store a sorted tuple
@@ -73,6 +77,8 @@ class FiLMConfig(VisualInput):
             problems.append(f"gamma={self.gamma!r} is not one of {tuple(GAMMA_PARAMETERISATIONS)}")
         if self.beta not in BETA_PARAMETERISATIONS:
             problems.append(f"beta={self.beta!r} is not one of {tuple(BETA_PARAMETERISATIONS)}")
+        if self.classifier_pool not in CLASSIFIER_POOLS:
+            problems.append(f"classifier_pool={self.classifier_pool!r} is not one of {CLASSIFIER_POOLS}")
         if self.film_position not in FILM_POSITIONS:
             problems.append(f"film_position={self.film_position!r} is not one of {FILM_POSITIONS}")
         for name in ("block_kernel", "stem_kernel"):

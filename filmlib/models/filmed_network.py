@@ -82,16 +82,25 @@ class FiLMedResBlock(nn.Module):
 
 
 class Classifier(nn.Module):
-    """[x + coords] -> 1x1 conv -> BN -> ReLU -> global max-pool -> FC -> BN -> ReLU -> answers."""
+    """[x + coords] -> 1x1 conv -> BN -> ReLU -> global max-pool -> FC -> BN -> ReLU -> answers.
+    With ``classifier_pool="max+mean"`` the FC reads the global max and the global mean side by
+    side (twice the inputs)."""
 
     def __init__(self, cfg: FiLMConfig):
         super().__init__()
         P, Hd = cfg.classifier_channels, cfg.classifier_hidden
+        self.with_mean = cfg.classifier_pool == "max+mean"
         self.project = nn.Sequential(nn.Conv2d(cfg.channels + (2 if cfg.coords else 0), P, 1), nn.BatchNorm2d(P), nn.ReLU())
-        self.mlp = nn.Sequential(nn.Linear(P, Hd), nn.BatchNorm1d(Hd), nn.ReLU(), nn.Linear(Hd, cfg.num_answers))
+        self.mlp = nn.Sequential(nn.Linear(P * (2 if self.with_mean else 1), Hd), nn.BatchNorm1d(Hd), nn.ReLU(),
+                                 nn.Linear(Hd, cfg.num_answers))
+
+    def pool(self, fmap: Tensor) -> Tensor:
+        """(N, P, H, W) -> (N, P) global max, or (N, 2P) max then mean."""
+        top = fmap.amax(dim=(2, 3))
+        return torch.cat([top, fmap.mean(dim=(2, 3))], 1) if self.with_mean else top
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(self.project(x).amax(dim=(2, 3)))
+        return self.mlp(self.pool(self.project(x)))
 
 
 class FiLMedNetwork(nn.Module):
@@ -99,7 +108,7 @@ class FiLMedNetwork(nn.Module):
 
     With ``return_features=True`` returns ``(logits, features)``; features holds ``stem``
     (N, C, H, W), ``blocks`` (a list of each block's output), ``classifier_map`` (N, P, H, W: the
-    map the global max-pool reads, for localisation plots) and ``pooled`` (N, P).
+    map the global max-pool reads, for localisation plots) and ``pooled`` (N, P; N, 2P with the mean).
     """
 
     def __init__(self, cfg: FiLMConfig):
@@ -143,7 +152,7 @@ class FiLMedNetwork(nn.Module):
         if coords is not None:
             x = torch.cat([x, coords], dim=1)                  # (N, C+2, H, W)
         fmap = self.classifier.project(x)                      # (N, P, H, W)
-        pooled = fmap.amax(dim=(2, 3))                         # (N, P)
+        pooled = self.classifier.pool(fmap)                    # (N, P), or (N, 2P) with the mean
         logits = self.classifier.mlp(pooled)                   # (N, A)
         if not return_features:
             return logits
