@@ -357,13 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     er = command("errors", help="where a scored run's errors are: by the reasoning a question needs, and by perception",
                  description="Split a scored run's answers (its predictions_<split>.jsonl) by question type and "
                  "the kind of step each program takes (filters only, and/or, same attribute, one or more "
-                 "spatial relations); with --perception, also by whether the perception CNN's heads got "
-                 "each scene exactly right (every object found, no false object, every attribute right), "
-                 "at each number of objects. Writes errors_<split>.json and .md into the run.")
+                 "spatial relations); with --perception and --data, also by whether the perception CNN's "
+                 "heads got each scene exactly right (every object found in a cell of its own, no false "
+                 "object, every attribute right), at each number of objects. Writes errors_<split>.json and .md into the run.")
     er.add_argument("--run", required=True, type=Path, help="a run scored on --split")
     er.add_argument("--root", required=True, type=Path, help="dataset root (questions/, scenes/)")
     er.add_argument("--perception", type=Path, help="folder with perception.pt (the perception CNN)")
-    er.add_argument("--data", type=Path, help="preprocessed folder with <split>_images.h5 (with --perception)")
+    er.add_argument("--data", type=Path, help="preprocessed folder with the <split>_images.h5 the CNN reads (with --perception)")
     er.add_argument("--split", default="val", help="split (default val)")
 
     e = command("evaluate", help="score a training run on a split")
@@ -666,12 +666,13 @@ def _run(args) -> dict:
         from .data.clevr import questions_path
         from .experiment import error_report
         from .perception import CHECKPOINT
+        if (args.perception is None) != (args.data is None):
+            raise UsageError("--perception and --data go together (the perception CNN and the images it reads)")
+        _need_folder(args.run, "--run", "pass the --out folder of a `train` run")
         _need_file(args.run / f"predictions_{args.split}.jsonl", "--run", f"score it on {args.split} first: "
                    f"`python -m filmlib evaluate --run {args.run} --data DIR --split {args.split}`")
         _need_file(questions_path(args.root, args.split), "--root", f"the {args.split} questions file is missing")
         if args.perception is not None:
-            if args.data is None:
-                raise UsageError("--perception needs --data (the preprocessed folder with the split's images)")
             _need_file(args.perception / CHECKPOINT, "--perception", "run `python -m filmlib perception` first")
             _need_file(args.data / f"{args.split}_images.h5", "--data", "preprocess that split first")
         report = error_report(args.run, args.root, args.split, data_dir=args.data, perception_dir=args.perception)

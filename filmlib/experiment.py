@@ -16,6 +16,7 @@ import torch
 
 from .config import load_scale
 from .data.datasets import ClevrQuestionsDataset, collate, make_loader
+from .data.preprocess import DataFileError
 from .data.vocab import UNK_IDX, Vocab
 from .io import atomic_path, atomic_write_text
 from .evaluate import PAPER_TABLE1, accuracy_report, image_reliance, predict, table1_markdown, write_predictions
@@ -837,21 +838,31 @@ def error_report(run_dir, root, split: str = "val", *, data_dir=None, perception
     from .analysis.errors import accuracy_by_perception, accuracy_by_reasoning, markdown
     from .data.clevr import load_questions_file, questions_path
     from .evaluate import read_predictions
+    if perception_dir is not None and data_dir is None:
+        raise ValueError("perception_dir needs data_dir (the folder with the split's images cache)")
     run_dir = Path(run_dir)
     predictions = run_dir / f"predictions_{split}.jsonl"
     if not predictions.is_file():
         raise FileNotFoundError(f"{predictions}: not found; score the run on {split} first "
                                 f"(`python -m filmlib evaluate --run {run_dir} --split {split} ...`)")
-    rows = read_predictions(predictions, keys=("question_index", "image_index", "type"))
+    keys = ("question_index", "type") + (("image_index",) if perception_dir is not None else ())
+    rows = read_predictions(predictions, keys=keys)
     report = {"run": str(run_dir), "split": split,
               "reasoning": accuracy_by_reasoning(rows, load_questions_file(questions_path(root, split))[1])}
     if perception_dir is not None:
         from . import perception
+        from .data.scene_maps import load_split_scenes, scene_targets
         net = perception.load_perception(Path(perception_dir) / perception.CHECKPOINT)
         images = perception.load_images(data_dir, split)
-        targets = perception.load_targets(root, split, net.cfg.grid, len(images))
+        perception.check_images(net, images, Path(data_dir) / f"{split}_images.h5")
+        scenes, size = load_split_scenes(root, split)
+        if len(scenes) != len(images):
+            raise DataFileError(f"{root}: split {split!r} has {len(scenes)} scene graphs but "
+                                f"{Path(data_dir) / f'{split}_images.h5'} holds {len(images)} images")
+        errors = perception.scene_errors(net, images, scene_targets(scenes, size, net.cfg.grid),
+                                         objects=[len(sc["objects"]) for sc in scenes])
         report["perception_dir"] = str(perception_dir)
-        report["perception"] = accuracy_by_perception(rows, perception.scene_errors(net, images, targets))
+        report["perception"] = accuracy_by_perception(rows, errors)
     atomic_write_text(run_dir / f"errors_{split}.md", markdown(report["reasoning"], report.get("perception")))
     atomic_write_text(run_dir / f"errors_{split}.json", json.dumps(report, indent=1))
     return report

@@ -98,21 +98,37 @@ def evaluate_perception(net: PerceptionNet, images: np.ndarray, targets: dict,
             "offset_mae": offset_err / n, "depth_mae": depth_err / n}
 
 
+def check_images(net: PerceptionNet, images: np.ndarray, where) -> None:
+    """Refuse images of another size than the net reads (``where``: the file, for the message)."""
+    want = (net.cfg.in_channels, net.cfg.image_size, net.cfg.image_size)
+    if tuple(images.shape[1:]) != want:
+        raise DataFileError(f"{where}: images of shape {tuple(images.shape[1:])}, but the perception net "
+                            f"expects {want}; use the images cache it was trained on")
+
+
 @torch.no_grad()
-def scene_errors(net: PerceptionNet, images: np.ndarray, targets: dict, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """What the perception heads get wrong in each image, int arrays [N]: ``objects`` (cells
+def scene_errors(net: PerceptionNet, images: np.ndarray, targets: dict, objects=None,
+                 batch_size: int = 256) -> dict[str, np.ndarray]:
+    """What the perception heads get wrong in each image, int arrays [N]: ``cells`` (cells
     holding an object), ``missed`` (of those, objectness below 0.5), ``false`` (cells without an
-    object above 0.5), ``wrong`` (object cells with any attribute wrong), and ``perfect``
-    (bool: none of the three). FiLM reads the trunk's maps, not these heads, so a scene the heads
+    object above 0.5), ``wrong`` (object cells with any attribute wrong), ``objects`` (each
+    scene's number of objects: ``objects`` if given, else ``cells``), ``merged`` (objects that
+    share a cell with a nearer one, which no head can report), and ``perfect`` (bool: none missed,
+    false, wrong or merged). FiLM reads the trunk's maps, not these heads, so a scene the heads
     get right is one whose maps carry every object plainly, not the only scenes that can be
     answered."""
-    out = {k: np.zeros(len(images), np.int64) for k in ("objects", "missed", "false", "wrong")}
+    out = {k: np.zeros(len(images), np.int64) for k in ("cells", "missed", "false", "wrong")}
     for idx, _, _, has, found, right in _cells(net, images, targets, batch_size):
-        out["objects"][idx] = has.flatten(1).sum(1).numpy()
+        out["cells"][idx] = has.flatten(1).sum(1).numpy()
         out["missed"][idx] = (has & ~found).flatten(1).sum(1).numpy()
         out["false"][idx] = (found & ~has).flatten(1).sum(1).numpy()
         out["wrong"][idx] = (has & ~right.all(1)).flatten(1).sum(1).numpy()
-    out["perfect"] = (out["missed"] == 0) & (out["false"] == 0) & (out["wrong"] == 0)
+    out["objects"] = out["cells"].copy() if objects is None else np.asarray(objects, np.int64)
+    if out["objects"].shape != out["cells"].shape or (out["objects"] < out["cells"]).any():
+        raise ValueError(f"objects must give each of the {len(images)} scenes at least as many objects as "
+                         f"occupied cells")
+    out["merged"] = out["objects"] - out["cells"]
+    out["perfect"] = (out["missed"] == 0) & (out["false"] == 0) & (out["wrong"] == 0) & (out["merged"] == 0)
     return out
 
 
@@ -225,4 +241,4 @@ def extract(net_or_path, cache_dir, split: str, out_h5=None, *, batch_size: int 
 
 
 __all__ = ["CHECKPOINT", "evaluate_perception", "extract", "load_images", "load_perception",
-           "load_targets", "pretrain", "scene_errors"]
+           "load_targets", "pretrain", "scene_errors", "check_images"]

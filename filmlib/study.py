@@ -124,7 +124,8 @@ def run_recipe(recipe: Recipe, data_dir, out_root, *, eval_every: int = 50_000,
                preset_name: str = "cpu", compile: bool = False) -> dict:
     """Train one recipe into ``out_root/<name>`` (resuming if it was interrupted) and write its
     ``summary.json``; returns the summary. ``max_samples`` overrides the recipe's budget;
-    ``compile``: ``torch.compile`` the FiLM-ed network (speed only)."""
+    ``compile``: ``torch.compile`` the FiLM-ed network (the same training, faster: the
+    minutes and samples/s columns of :func:`table` say "(compiled)")."""
     from .experiment import train_film
     run = Path(out_root) / recipe.name
     budget = max_samples or recipe.max_samples
@@ -148,6 +149,7 @@ def run_recipe(recipe: Recipe, data_dir, out_root, *, eval_every: int = 50_000,
                "final_val_accuracy": result["history"][-1].get("val_accuracy") if result["history"] else None,
                "best_curve_accuracy": max((p["val_accuracy"] for p in curve), default=None),
                "curve_samples": curve_samples, "eval_every": eval_every, "threads": threads, "seed": seed,
+               "compiled": bool(result.get("compiled")),
                "samples_per_s": _rate(curve), "reached": reached(curve)}
     atomic_write_text(summary_path, json.dumps(summary, indent=1))
     return summary
@@ -234,7 +236,8 @@ def table(out_root, thresholds=(0.6, 0.8, 0.85, 0.9)) -> str:
             h = hits[f"{t:.2f}"]
             cells.append("–" if h is None else f"{h['samples'] / 1e6:.2f}M / {h['minutes']:.0f} min")
         rate = _rate(curve)
-        cells.append("–" if rate is None else f"{rate:.0f}")
+        compiled = " (compiled)" if (summary or {}).get("compiled") else ""
+        cells.append("–" if rate is None else f"{rate:.0f}{compiled}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -305,10 +305,10 @@ def _errors_args(c, run, perception):
     return ["errors", "--run", run, "--data", c["h5"], "--root", c["raw"], "--perception", perception]
 
 
-def _perception_ckpt(folder):
+def _perception_ckpt(folder, image_size=32):
     from filmlib.models.perception import PerceptionConfig, PerceptionNet
     folder.mkdir()
-    cfg = PerceptionConfig(image_size=32, channels=8, stem_layers=2)
+    cfg = PerceptionConfig(image_size=image_size, channels=8, stem_layers=2)
     torch.save({"model": PerceptionNet(cfg).state_dict(), "config": cfg.to_dict()}, folder / "perception.pt")
     return folder
 
@@ -323,6 +323,15 @@ def errors_missing_perception_checkpoint(c, tmp):
     (tmp / "run").mkdir()
     (tmp / "run" / "predictions_val.jsonl").write_text("")
     return {"args": _errors_args(c, tmp / "run", tmp / "nope"), "culprit": str(tmp / "nope" / "perception.pt")}
+
+
+@case(1)
+def errors_images_of_another_size(c, tmp):
+    (tmp / "run").mkdir()
+    (tmp / "run" / "predictions_val.jsonl").write_text(
+        '{"prediction": "yes", "answer": "no", "question_index": 0, "image_index": 0, "type": 1}\n')
+    return {"args": _errors_args(c, tmp / "run", _perception_ckpt(tmp / "p", image_size=64)),
+            "culprit": "val_images.h5"}
 
 
 @case(1)

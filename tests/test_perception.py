@@ -278,11 +278,19 @@ def test_scene_errors_count_missed_false_and_wrong_cells(prepared):
     assert perfect["objectness_precision"] == perfect["objectness_recall"] == 1.0
     assert all(perfect[a] == 1.0 for a in sm.ATTRIBUTE_ORDER)
     errs = perception.scene_errors(_HeadsFromTargets(targets, edit), images, targets, batch_size=5)
-    assert errs["objects"].tolist() == [len(c) for c in cells]
+    assert errs["objects"].tolist() == errs["cells"].tolist() == [len(c) for c in cells]
     assert np.flatnonzero(errs["missed"]).tolist() == [1] and errs["missed"][1] == 1
     assert np.flatnonzero(errs["false"]).tolist() == [7]
     assert np.flatnonzero(errs["wrong"]).tolist() == [3]
     assert np.flatnonzero(~errs["perfect"]).tolist() == [1, 3, 7]
+    # a scene with one more object than occupied cells: two objects share a cell, and the heads
+    # cannot report the farther one, so the scene is not perceived exactly
+    objects = [len(c) + (i == 5) for i, c in enumerate(cells)]
+    errs = perception.scene_errors(_HeadsFromTargets(targets, edit), images, targets, objects=objects, batch_size=5)
+    assert errs["objects"].tolist() == objects and np.flatnonzero(errs["merged"]).tolist() == [5]
+    assert np.flatnonzero(~errs["perfect"]).tolist() == [1, 3, 5, 7]
+    with pytest.raises(ValueError, match="at least as many objects"):
+        perception.scene_errors(_HeadsFromTargets(targets), images, targets, objects=[0] * len(images))
     scored = perception.evaluate_perception(_HeadsFromTargets(targets, edit), images, targets, batch_size=5)
     total = sum(len(c) for c in cells)
     assert scored["objectness_recall"] == pytest.approx((total - 1) / total)
@@ -292,13 +300,14 @@ def test_scene_errors_count_missed_false_and_wrong_cells(prepared):
 def test_accuracy_by_perception_splits_by_scene_and_object_count():
     from filmlib.analysis.errors import accuracy_by_perception, markdown
     errors = {"objects": np.array([3, 3, 5, 5]), "missed": np.array([0, 1, 0, 0]),
-              "false": np.array([0, 0, 0, 2]), "wrong": np.array([0, 0, 0, 0])}
+              "false": np.array([0, 0, 0, 2]), "wrong": np.array([0, 0, 0, 0]), "merged": np.array([0, 0, 0, 0])}
     errors["perfect"] = (errors["missed"] == 0) & (errors["false"] == 0)
     row = lambda i, t, p, a: {"image_index": i, "type": t, "prediction": p, "answer": a}   # noqa: E731
     rows = [row(0, 0, "3", "3"), row(0, 1, "yes", "no"), row(1, 0, "1", "2"), row(1, 3, "red", "red"),
-            row(2, 0, "4", "4"), row(3, 0, "6", "5"), row(3, 0, "5", "5")]
+            row(2, 0, "4", "4"), row(3, 0, "6", "5"), row(3, 0, "5", "5"),
+            {**row(3, 0, "5", "5"), "answer": None}, row(3, -1, "5", "5")]     # neither is scored
     t = accuracy_by_perception(rows, errors)
-    assert t["perfect_scenes"] == 0.5 and t["scenes_with"] == {"missed": 0.25, "false": 0.25, "wrong": 0.0}
+    assert t["perfect_scenes"] == 0.5 and t["scenes_with"] == {"missed": 0.25, "false": 0.25, "wrong": 0.0, "merged": 0.0}
     assert t["all"]["perfect"] == {"accuracy": 2 / 3, "questions": 3}
     assert t["all"]["imperfect"] == {"accuracy": 2 / 4, "questions": 4}
     assert t["by_type"]["count"]["imperfect"] == {"accuracy": 1 / 3, "questions": 3}
@@ -343,8 +352,10 @@ def test_accuracy_by_reasoning_sorts_questions_by_their_hardest_step():
     assert "| count | 100.0 (1) | 0.0 (1) | 100.0 (1) | 0.0 (1) | — |" in markdown(reasoning=t)
     with pytest.raises(ValueError, match="holds 5"):
         accuracy_by_reasoning([{**rows[0], "question_index": 5}], questions)
-    with pytest.raises(ValueError, match="not in question order"):
-        accuracy_by_reasoning(rows, questions[::-1])
+    unscored = [{**rows[0], "answer": None}, {**rows[1], "type": -1}]
+    assert accuracy_by_reasoning(unscored, questions) == {"all": {}}
+    with pytest.raises(ValueError, match="has no program"):
+        accuracy_by_reasoning(rows, [*questions[:4], {"question_index": 4}])
 
 
 def test_errors_cli_writes_the_report_beside_the_run(prepared, tmp_path):
@@ -378,7 +389,7 @@ def test_errors_cli_writes_the_report_beside_the_run(prepared, tmp_path):
     md = (run / "errors_val.md").read_text()
     assert md.startswith("Accuracy % (questions) by question type") and "Scenes the perception heads get" in md
     r = cli(*args, "--perception", str(tmp_path / "p"))
-    assert r.returncode == 2 and "--perception needs --data" in r.stderr
+    assert r.returncode == 2 and "--perception and --data go together" in r.stderr
     (run / "predictions_val.jsonl").write_text('{"prediction": "yes"}\n')
     r = cli(*args)
     assert r.returncode == 1 and "predictions_val.jsonl, line 1: not a predictions row" in r.stderr

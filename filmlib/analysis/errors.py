@@ -36,6 +36,12 @@ def _split(rows, perfect) -> dict:
             "imperfect": _accuracy([r for r in rows if not perfect[r["image_index"]]])}
 
 
+def scored(rows: list[dict]) -> list[dict]:
+    """The rows that can be scored: with an answer and a question type (a question without a
+    program has type -1), as :func:`filmlib.evaluate.accuracy_report` counts them."""
+    return [r for r in rows if r.get("answer") is not None and r.get("type", 0) >= 0]
+
+
 def _by_type(rows) -> dict[str, list]:
     groups = defaultdict(list)
     for r in rows:
@@ -46,18 +52,20 @@ def _by_type(rows) -> dict[str, list]:
 def accuracy_by_reasoning(rows: list[dict], questions: list[dict]) -> dict:
     """Accuracy by question type × :func:`~filmlib.data.clevr.reasoning_kind` of its program
     (``rows``: predictions with ``question_index``, ``type``, ``prediction``, ``answer``;
-    ``questions``: the split's records, indexed by ``question_index``), and over all types."""
+    ``questions``: the split's records, in file order, which ``question_index`` indexes), and over
+    all types. Rows without an answer or a type are left out."""
+    rows = scored(rows)
     bad = [r["question_index"] for r in rows if not 0 <= r["question_index"] < len(questions)]
     if bad:
         raise ValueError(f"predictions name question {bad[0]}, but the questions file holds "
                          f"{len(questions)}: are they of the same split?")
     kinds = {}
     for r in rows:
-        q = questions[r["question_index"]]
-        if q.get("question_index", r["question_index"]) != r["question_index"]:
-            raise ValueError(f"question {r['question_index']} of the questions file has question_index "
-                             f"{q['question_index']}: the file is not in question order")
-        kinds[r["question_index"]] = reasoning_kind(q["program"])
+        program = questions[r["question_index"]].get("program")
+        if not program:
+            raise ValueError(f"question {r['question_index']} of the questions file has no program, so "
+                             f"the reasoning it needs is unknown")
+        kinds[r["question_index"]] = reasoning_kind(program)
 
     def table(subset):
         groups = defaultdict(list)
@@ -73,9 +81,10 @@ def accuracy_by_perception(rows: list[dict], errors: dict[str, np.ndarray]) -> d
     """A model's answers (``rows``: predictions with ``image_index``, ``type`` (index into
     ``QUESTION_TYPES``), ``prediction``, ``answer``) split by whether the perception heads got
     their scene exactly right (``errors``: :func:`filmlib.perception.scene_errors` of the same
-    split): overall, by question type, and by number of objects (all questions and counting
-    questions); and how counting answers err (under, over, right) by what the heads got wrong in
+    split): overall, by question type, and by the scene's number of objects (all questions and
+    counting questions); and how counting answers err (under, over, right) by what the heads got wrong in
     the scene (objects missed only, false objects only, both, neither)."""
+    rows = scored(rows)
     perfect, objects = np.asarray(errors["perfect"], bool), np.asarray(errors["objects"])
     bad = [r["image_index"] for r in rows if not 0 <= r["image_index"] < len(perfect)]
     if bad:
@@ -102,7 +111,7 @@ def accuracy_by_perception(rows: list[dict], errors: dict[str, np.ndarray]) -> d
     n = len(perfect)
     return {"scenes": n, "perfect_scenes": float(perfect.mean()) if n else None,
             "scenes_with": {k: float((np.asarray(errors[k]) > 0).mean()) if n else None
-                            for k in ("missed", "false", "wrong")},
+                            for k in ("missed", "false", "wrong", "merged")},
             "all": _split(rows, perfect),
             "by_type": {t: _split(by_type[t], perfect) for t in QUESTION_TYPES if by_type.get(t)},
             "by_objects": {"all": by_objects(rows), "count": by_objects(counting)},
@@ -126,10 +135,10 @@ def markdown(reasoning: dict | None = None, perception: dict | None = None) -> s
         for t, row in reasoning.items():
             lines.append(f"| {t} | " + " | ".join(_pct(row.get(k)) for k in kinds) + " |")
         lines.append("")
-    if perception:
+    if perception and perception["scenes"]:
         lines += [f"Scenes the perception heads get exactly right: {100 * perception['perfect_scenes']:.1f}% of "
                   f"{perception['scenes']:,}. Accuracy % (questions), perfectly perceived scenes / the others:", "",
-                  "| objects (occupied cells) | all questions: perfect | the others | counting: perfect | the others |",
+                  "| objects | all questions: perfect | the others | counting: perfect | the others |",
                   "|---|---|---|---|---|"]
         for n, cell in perception["by_objects"]["all"].items():
             count = perception["by_objects"]["count"].get(n, {})

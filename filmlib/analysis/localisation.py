@@ -3,7 +3,8 @@
 The classifier max-pools each of its P feature maps over the whole grid, so each pooled value
 comes from one cell. The share of the P values each cell supplies, drawn over the image, shows
 which regions the answer is read from; the paper finds them near the objects the question is
-about.
+about. (A model with ``classifier_pool="max+mean"`` also reads each map's mean, which comes from
+every cell; this shows its max half only.)
 """
 from __future__ import annotations
 
