@@ -854,7 +854,7 @@ def error_report(run_dir, root, split: str = "val", *, data_dir=None, perception
         from .data.scene_maps import load_split_scenes, scene_targets
         net = perception.load_perception(Path(perception_dir) / perception.CHECKPOINT)
         images = perception.load_images(data_dir, split)
-        perception.check_images(net, images, Path(data_dir) / f"{split}_images.h5")
+        perception.check_images(net.cfg, images, Path(data_dir) / f"{split}_images.h5")
         scenes, size = load_split_scenes(root, split)
         if len(scenes) != len(images):
             raise DataFileError(f"{root}: split {split!r} has {len(scenes)} scene graphs but "

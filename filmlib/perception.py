@@ -98,9 +98,10 @@ def evaluate_perception(net: PerceptionNet, images: np.ndarray, targets: dict,
             "offset_mae": offset_err / n, "depth_mae": depth_err / n}
 
 
-def check_images(net: PerceptionNet, images: np.ndarray, where) -> None:
-    """Refuse images of another size than the net reads (``where``: the file, for the message)."""
-    want = (net.cfg.in_channels, net.cfg.image_size, net.cfg.image_size)
+def check_images(cfg: PerceptionConfig, images: np.ndarray, where) -> None:
+    """Refuse images of another size than a net of ``cfg`` reads (``where``: the file or folder,
+    for the message)."""
+    want = (cfg.in_channels, cfg.image_size, cfg.image_size)
     if tuple(images.shape[1:]) != want:
         raise DataFileError(f"{where}: images of shape {tuple(images.shape[1:])}, but the perception net "
                             f"expects {want}; use the images cache it was trained on")
@@ -153,9 +154,7 @@ def pretrain(cache_dir, root, out_dir, *, cfg: PerceptionConfig | None = None, e
     train_split, val_split = splits
     images = load_images(cache_dir, train_split)
     cfg = cfg or PerceptionConfig(image_size=images.shape[-1])
-    if images.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
-        raise DataFileError(f"{cache_dir}: train images are {images.shape[1:]}, the perception net "
-                            f"expects {(cfg.in_channels, cfg.image_size, cfg.image_size)}")
+    check_images(cfg, images, Path(cache_dir) / f"{train_split}_images.h5")
     targets = load_targets(root, train_split, cfg.grid, len(images))
     val_x = load_images(cache_dir, val_split)[:val_images]
     val_t = {k: v[:len(val_x)] for k, v in load_targets(root, val_split, cfg.grid).items()}

@@ -94,10 +94,14 @@ def final_function(program: list) -> str:
     """The function of the program's last node, in its released spelling."""
     if not isinstance(program, list) or not program:
         raise ValueError("a program must be a non-empty list of nodes")
-    node = program[-1]
+    return _node_function(program[-1], "the last node")
+
+
+def _node_function(node, where: str) -> str:
+    """A program node's function (either key style), in its released spelling."""
     name = node.get("function", node.get("type")) if isinstance(node, dict) else None
     if not isinstance(name, str):
-        raise ValueError(f"the last node has no function: {node!r}")
+        raise ValueError(f"{where} has no function: {node!r}")
     return _canonical_function(name)
 
 
@@ -109,12 +113,7 @@ def reasoning_kind(program: list) -> str:
     """The hardest kind of step a program takes, one of :data:`REASONING_KINDS`: two or more
     spatial relations (``relate``), one, a ``same_<attribute>`` step, an ``and``/``or`` of two
     sets (``intersect``, ``union``), or filters only."""
-    names = []
-    for k, node in enumerate(program):
-        name = node.get("function", node.get("type")) if isinstance(node, dict) else None
-        if not isinstance(name, str):
-            raise ValueError(f"node {k} has no function: {node!r}")
-        names.append(_canonical_function(name))
+    names = [_node_function(node, f"node {k}") for k, node in enumerate(program)]
     relations = sum(n.startswith("relate") for n in names)
     if relations:
         return "2+ relations" if relations > 1 else "1 relation"
