@@ -98,6 +98,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
        min_lr_ratio=0.05, max_samples=3_000_000, model={"classifier_pool": "max+mean"},
        note="the classifier reads the global mean beside the max (counting is FiLM's weak skill; "
        "compare with oracle-warmup-1e-3, run to a 3M horizon)"),
+    _r("perception-6M-maxmean", stem="perception", lr=1e-3, schedule="warmup_cosine", warmup_samples=50_000,
+       min_lr_ratio=0.05, max_samples=6_000_000, model={"classifier_pool": "max+mean"},
+       note="notebook 02's cpu recipe (perception maps, 6M-question horizon) with the classifier reading "
+       "the global mean beside the max: the candidate for the cpu preset's classifier"),
     _r("perception-paper", stem="perception"),
     _r("perception-warmup-1e-3", stem="perception", lr=1e-3, schedule="warmup_cosine",
        warmup_samples=50_000, min_lr_ratio=0.05),
