@@ -116,8 +116,10 @@ def train_variant(variant: dict, data_dir, out_dir, train_kw: dict, device: str 
     lane process). A row whose loss stops being finite is recorded (``diverged.json``: where and
     why; the tables say "diverged") instead of stopping the other rows: on the CPU a re-run would
     diverge again at the same step. Delete the file to try the row again."""
+    train_kw = dict(train_kw)
+    changes = {**train_kw.pop("model_changes", {}), **variant["changes"]}    # the row's own win
     try:
-        return train_film(data_dir, out_dir, ablation=variant["ablation"], model_changes=variant["changes"],
+        return train_film(data_dir, out_dir, ablation=variant["ablation"], model_changes=changes,
                           seed=variant["seed"], device=device, progress=progress, **train_kw)
     except TrainingDiverged as e:
         last = Path(out_dir) / "last.pt"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -131,11 +131,21 @@ TRAIN_KEYS = ("batch_size", "lr", "weight_decay", "schedule", "warmup_samples", 
 
 
 def film_train_kwargs(film: dict) -> dict:
-    """``train_film`` keyword arguments from a scale's ``film`` section."""
+    """``train_film`` keyword arguments from a scale's ``film`` section (its ``model``: changes to
+    the preset's ``FiLMConfig``, e.g. ``{classifier_pool: max+mean}``)."""
     kw = {k: film[k] for k in TRAIN_KEYS if k in film}
     kw.update(stem=film["stem"], features=film.get("features"), val_samples=film.get("val_samples"),
               eval_every_samples=film.get("eval_every"), curve_samples=film.get("curve_samples"),
               preset_name=film["preset"])
+    changes = film.get("model") or {}
+    if not isinstance(changes, dict):
+        raise ValueError(f"the scale's film.model must be a mapping of FiLMConfig fields, not {changes!r}")
+    known = {f.name for f in fields(FiLMConfig)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ValueError(f"the scale's film.model names unknown FiLMConfig fields: {', '.join(unknown)}")
+    if changes:
+        kw["model_changes"] = dict(changes)
     if kw.get("schedule", "constant") != "constant" and kw.get("max_samples"):
         kw["schedule_samples"] = kw["max_samples"]
     return kw
@@ -568,7 +578,8 @@ def train_table1_row(kind: str, data_dir, results_dir, scale: str, *, stem: str 
     guard = (cfg.get("minutes") or {}).get(kind)
     if kind == "film_pixels":
         kw = film_train_kwargs({**film, "stem": "pixels", "features": None, "threads": threads,
-                                "max_samples": _row_budget(cfg, kind, budget), "time_limit_minutes": guard})
+                                "max_samples": _row_budget(cfg, kind, budget), "time_limit_minutes": guard,
+                                "model": {**(film.get("model") or {}), **(cfg.get("raw_pixels_model") or {})}})
         if kw.get("schedule", "constant") != "constant":
             kw["schedule_samples"] = film["max_samples"]          # FiLM's horizon, as its own run
         return train_film(data_dir, run, seed=seed, progress=progress, device=device, **kw)

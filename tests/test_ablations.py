@@ -59,6 +59,17 @@ def test_runner_trains_scores_then_skips_finished_rows(prepared, tmp_path, smoke
     assert again == json.loads(json.dumps(out))            # read back from each metrics.json
 
 
+def test_every_row_takes_the_scales_model_changes_under_its_own(prepared, tmp_path, smoke_pixels):
+    """The scale's film.model (the best model's changes to the preset) reaches every row; a row's
+    own change of the same field wins."""
+    smoke_pixels["film"]["model"] = {"classifier_pool": "max+mean", "num_blocks": 3}
+    ablations.run_ablations("smoke", prepared / "h5", tmp_path, names=["best", "depth_1"], lanes=1, progress=False)
+    from filmlib.experiment import load_run
+    best, deep1 = (load_run(tmp_path / "ablations_smoke" / n)[0].cfg for n in ("best", "depth_1"))
+    assert (best.classifier_pool, best.num_blocks) == ("max+mean", 3)
+    assert (deep1.classifier_pool, deep1.num_blocks) == ("max+mean", 1)
+
+
 def test_a_run_short_of_its_budget_is_resumed(prepared, tmp_path, smoke_pixels, monkeypatch):
     data = prepared / "h5"
     ablations.run_ablations("smoke", data, tmp_path, names=["best"], lanes=1, progress=False)

@@ -423,6 +423,27 @@ def test_raw_pixels_row_gets_films_questions_and_films_schedule(data, tmp_path):
     assert ckpt["train_config"]["lr"] == film["lr"] and ckpt["model_config"]["stem"] == "pixels"
 
 
+def test_raw_pixels_row_takes_films_model_changes_then_its_own(data, tmp_path, monkeypatch):
+    """film.model changes FiLM's preset for every FiLM run of the scale; baselines.raw_pixels_model
+    overrides it for the raw-pixels row only (a row trained before the change keeps its model)."""
+    import copy
+    from filmlib import experiment
+    from filmlib.config import load_scale
+    cfg = copy.deepcopy(load_scale("smoke"))
+    cfg["film"]["model"] = {"classifier_pool": "max+mean", "num_blocks": 2}
+    cfg["baselines"]["raw_pixels_model"] = {"classifier_pool": "max"}
+    monkeypatch.setattr(experiment, "load_scale", lambda scale: cfg)
+    experiment.train_table1_row("film_pixels", data, tmp_path, "smoke", budget=16, progress=False, threads=1)
+    model, _ = load_run(tmp_path / "film_pixels_smoke", "last")
+    assert (model.cfg.classifier_pool, model.cfg.num_blocks, model.cfg.stem) == ("max", 2, "pixels")
+    kw = experiment.film_train_kwargs(cfg["film"])
+    assert kw["model_changes"] == {"classifier_pool": "max+mean", "num_blocks": 2}
+    with pytest.raises(ValueError, match="unknown FiLMConfig fields: pool_size"):
+        experiment.film_train_kwargs({**cfg["film"], "model": {"pool_size": 2}})
+    with pytest.raises(ValueError, match="film.model must be a mapping"):
+        experiment.film_train_kwargs({**cfg["film"], "model": ["max+mean"]})
+
+
 # the lanes end with the process that started them, however it ends
 _LANE_HELPERS = '''
 import os, time
