@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -140,10 +140,7 @@ def film_train_kwargs(film: dict) -> dict:
     changes = film.get("model") or {}
     if not isinstance(changes, dict):
         raise ValueError(f"the scale's film.model must be a mapping of FiLMConfig fields, not {changes!r}")
-    known = {f.name for f in fields(FiLMConfig)}
-    unknown = sorted(set(changes) - known)
-    if unknown:
-        raise ValueError(f"the scale's film.model names unknown FiLMConfig fields: {', '.join(unknown)}")
+    FiLMConfig.check_fields(changes, "the scale's film.model names ")
     if changes:
         kw["model_changes"] = dict(changes)
     if kw.get("schedule", "constant") != "constant" and kw.get("max_samples"):

@@ -125,10 +125,15 @@ class FiLMConfig(VisualInput):
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FiLMConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    def check_fields(cls, names, where: str = "") -> None:
+        """Refuse names that are not fields, all named at once (``where``: what holds them)."""
+        unknown = set(names) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown FiLMConfig fields: {', '.join(sorted(unknown))}")
+            raise ValueError(f"{where}unknown FiLMConfig fields: {', '.join(sorted(unknown))}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FiLMConfig":
+        cls.check_fields(d)
         return cls(**d)
 
 
