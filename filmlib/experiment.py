@@ -458,12 +458,15 @@ def _budget_kwargs(film: dict, base: dict, kind: str) -> dict:
 
 
 def film_questions_seen(results_dir, scale: str) -> int | None:
-    """How many questions notebook 02's FiLM run of a scale saw (``film_<scale>/metrics.json``,
-    written when the run is scored), or None before it is."""
-    path = Path(results_dir) / f"film_{scale}" / "metrics.json"
+    """How many questions notebook 02's FiLM run of a scale trained on, once it has been scored
+    (``film_<scale>/metrics.json``): its ``last.pt``'s count, which the best checkpoint scored in
+    ``metrics.json`` may be short of (that count without ``last.pt``); None before it is scored."""
+    run = Path(results_dir) / f"film_{scale}"
+    path = run / "metrics.json"
     if not path.is_file():
         return None
-    samples = json.loads(path.read_text()).get("samples")
+    samples = (load_checkpoint(run / "last.pt").get("samples") if (run / "last.pt").is_file()
+               else json.loads(path.read_text()).get("samples"))
     return int(samples) if samples else None
 
 

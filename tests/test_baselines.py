@@ -360,6 +360,9 @@ def test_baselines_get_as_many_questions_as_films_run_saw(tmp_path):
     (tmp_path / "film_cpu").mkdir()
     (tmp_path / "film_cpu" / "metrics.json").write_text(json.dumps({"val_accuracy": 0.7, "samples": 3571584}))
     assert film_questions_seen(tmp_path, "cpu") == 3571584
+    # the run trained past its best checkpoint (which metrics.json scores): its last.pt counts
+    torch.save({"samples": 6_000_000, "epoch": 9}, tmp_path / "film_cpu" / "last.pt")
+    assert film_questions_seen(tmp_path, "cpu") == 6_000_000
     assert film_questions_seen(tmp_path, "smoke") is None           # another scale's run is not read
 
 
