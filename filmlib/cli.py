@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "perception (`perception` command), oracle (`scene-maps` command)")
     t.add_argument("--ablation", type=_ablation, help="FiLM: a Table 2 row name (see filmlib.models.ABLATIONS)")
     t.add_argument("--num-blocks", type=_positive, help="FiLM: number of FiLM-ed ResBlocks (Table 3)")
+    t.add_argument("--classifier-pool", choices=("max", "max+mean"),
+                   help="FiLM: what the classifier reads of its map (default: the preset's, max; the cpu "
+                   "scale's recipe uses max+mean)")
     t.add_argument("--epochs", type=_positive, default=80, help="most epochs (default 80)")
     t.add_argument("--batch-size", type=_positive, default=64, help="global batch (default 64)")
     t.add_argument("--lr", type=_lr, help="Adam learning rate, more than 0 (default: FiLM 3e-4, baselines 5e-4)")
@@ -649,11 +652,13 @@ def _run(args) -> dict:
             common["schedule_samples"] = args.max_samples
         if args.model == "film":
             changes = {"num_blocks": args.num_blocks} if args.num_blocks else {}
+            if args.classifier_pool:
+                changes["classifier_pool"] = args.classifier_pool
             summary = train_film(args.data, args.out, preset_name=args.preset, stem=args.stem,
                                  model_changes=changes, ablation=args.ablation, **common)
         else:
-            if args.ablation or args.num_blocks:
-                raise ValueError("--ablation and --num-blocks change FiLM only, not a baseline")
+            if args.ablation or args.num_blocks or args.classifier_pool:
+                raise ValueError("--ablation, --num-blocks and --classifier-pool change FiLM only, not a baseline")
             summary = train_baseline(args.data, args.out, args.model, preset_name=args.preset, stem=args.stem,
                                      **common)
         summary.pop("history", None)

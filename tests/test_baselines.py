@@ -263,6 +263,9 @@ def test_cli_trains_and_evaluates_a_baseline(data, tmp_path):
     r = cli("train", "--model", "lstm", "--ablation", "beta=0", "--data", str(data), "--out", str(run / "x"),
             "--preset", "smoke")
     assert r.returncode == 1 and "change FiLM only" in r.stderr and "Traceback" not in r.stderr
+    r = cli("train", "--model", "lstm", "--classifier-pool", "max+mean", "--data", str(data), "--out",
+            str(run / "y"), "--preset", "smoke")
+    assert r.returncode == 1 and "change FiLM only" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_mcnemar_on_hand_counted_cases(tmp_path):

@@ -44,6 +44,18 @@ def test_train_then_evaluate(prepared):
     assert "(ours) | SynthCLEVR" in table and "(paper) | CLEVR v1.0 test | 97.7" in table
 
 
+def test_train_takes_the_classifier_pool(prepared, tmp_path):
+    """`--classifier-pool max+mean` (the cpu scale's recipe) reaches the model the run saves."""
+    import torch
+    r = cli("train", "--data", str(prepared / "h5"), "--out", str(tmp_path), "--preset", "smoke", "--epochs", "1",
+            "--threads", "1", "--quiet", "--classifier-pool", "max+mean")
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["model_config"]["classifier_pool"] == "max+mean"
+    fc = ckpt["model"]["network.classifier.mlp.0.weight"]
+    assert fc.shape[1] == 2 * ckpt["model_config"]["classifier_channels"]      # the max and the mean
+
+
 def test_image_size_mismatch_is_explained(prepared, tmp_path):
     with pytest.raises(ValueError, match="images are 32x32 but the model expects 80x80"):
         train_film(prepared / "h5", tmp_path, preset_name="cpu", epochs=1, progress=False)
