@@ -6,6 +6,7 @@ results/figures/08_explorer_browser.png (the README shows it).
 Needs /usr/bin/chromium (`make browser-setup`, which `make test` runs, installs Debian's
 package) and the Python package playwright (the dev extra)."""
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -48,6 +49,10 @@ def lab(tmp_path):
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    # every cell stays in the page (no windowing), so the test can see each cell's prompt
+    notebook_settings = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
+    notebook_settings.mkdir(parents=True)
+    (notebook_settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings")}
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
@@ -91,7 +96,13 @@ def test_the_explorer_answers_a_typed_question_in_a_browser(lab):
             box = page.get_by_placeholder("type a question and press Enter")
             box.wait_for(timeout=180_000)                                # the explorer's widgets are up
             expect(page.locator(".filmlib-answer").first).not_to_be_empty(timeout=120_000)
+            # the cells below the explorer ask their own questions through it (and set the box):
+            # type only once Run All has finished, or the two race for the box
+            expect(page.locator(".jp-InputPrompt", has_text="*")).to_have_count(0, timeout=300_000)
+            expect(page.locator(".jp-CodeCell .jp-InputPrompt").last).to_have_text(re.compile(r"\[\d+\]"))
+            expect(page.locator(".jp-StatusBar-Widget", has_text="Idle").first).to_be_visible(timeout=120_000)
             box.fill(QUESTION)
+            expect(box).to_have_value(QUESTION)
             box.press("Enter")
             status = page.locator(".filmlib-question").first
             expect(status).to_have_text(QUESTION, timeout=120_000)       # the kernel answered this question
