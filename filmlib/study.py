@@ -52,6 +52,13 @@ class Recipe:
     def __post_init__(self):
         if self.stem not in STEMS:
             raise ValueError(f"recipe {self.name!r}: stem must be one of {STEMS}, not {self.stem!r}")
+        from .experiment import CURRICULA
+        from .models.config import FiLMConfig
+        FiLMConfig.check_fields(self.model, f"recipe {self.name!r}: model names ")   # a typo fails here, not hours in
+        if self.curriculum is not None and self.curriculum not in CURRICULA:
+            raise ValueError(f"recipe {self.name!r}: curriculum must be one of {CURRICULA}, not {self.curriculum!r}")
+        if self.curriculum and not self.curriculum_samples:
+            raise ValueError(f"recipe {self.name!r}: a curriculum needs curriculum_samples > 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -102,6 +109,22 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
        min_lr_ratio=0.05, max_samples=6_000_000, model={"classifier_pool": "max+mean"},
        note="notebook 02's cpu recipe (perception maps, 6M-question horizon) with the classifier reading "
        "the global mean beside the max: the candidate for the cpu preset's classifier"),
+    # notebook 05 trains ~27 rows within 6 hours on 2 cores, so ~600k questions a row: which
+    # recipe is furthest from the plateau (~46-50%) at that budget? The cpu recipe at a 600k
+    # horizon, a higher peak, short programs first, and a narrower network given twice the questions
+    _r("ablations-600k", stem="perception", lr=1e-3, schedule="warmup_cosine", warmup_samples=50_000,
+       min_lr_ratio=0.05, max_samples=600_000, model={"classifier_pool": "max+mean"},
+       note="the cpu recipe (notebook 02's) with a 600k-question horizon: notebook 05's rows as they are"),
+    _r("ablations-600k-2e-3", stem="perception", lr=2e-3, schedule="warmup_cosine", warmup_samples=50_000,
+       min_lr_ratio=0.05, max_samples=600_000, model={"classifier_pool": "max+mean"},
+       note="the same with twice the peak learning rate"),
+    _r("ablations-600k-curriculum", stem="perception", lr=1e-3, schedule="warmup_cosine",
+       warmup_samples=50_000, min_lr_ratio=0.05, max_samples=600_000, model={"classifier_pool": "max+mean"},
+       curriculum="program_length", curriculum_samples=300_000,
+       note="the same with short programs first, all programs after 300k questions"),
+    _r("ablations-1.2M-c32", stem="perception", lr=1e-3, schedule="warmup_cosine", warmup_samples=50_000,
+       min_lr_ratio=0.05, max_samples=1_200_000, model={"classifier_pool": "max+mean", "channels": 32},
+       note="half the channels (about half the cost of a question), given twice the questions"),
     _r("perception-paper", stem="perception"),
     _r("perception-warmup-1e-3", stem="perception", lr=1e-3, schedule="warmup_cosine",
        warmup_samples=50_000, min_lr_ratio=0.05),

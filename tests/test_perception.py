@@ -197,6 +197,12 @@ def test_study_recipe_runs_resumes_and_tabulates(prepared, tmp_path):
     assert "| paused (unfinished) | oracle |" in study.table(tmp_path)
     with pytest.raises(ValueError, match="stem must be one of"):
         study.Recipe(name="x", stem="resnet")
+    with pytest.raises(ValueError, match="unknown FiLMConfig fields: chanels"):
+        study.Recipe(name="x", model={"chanels": 32})
+    with pytest.raises(ValueError, match="curriculum must be one of"):
+        study.Recipe(name="x", curriculum="objects", curriculum_samples=10)
+    with pytest.raises(ValueError, match="needs curriculum_samples"):
+        study.Recipe(name="x", curriculum="program_length")
 
 
 def test_train_cli_reads_named_features_with_a_schedule(prepared, tmp_path):
