@@ -84,6 +84,11 @@ def _r(name, **kw) -> Recipe:
     return Recipe(name=name, **kw)
 
 
+#: the cpu recipe (perception maps, warm-up and cosine, max+mean) at notebook 05's 600k-question horizon
+_SHORT = dict(stem="perception", lr=1e-3, schedule="warmup_cosine", warmup_samples=50_000, min_lr_ratio=0.05,
+              max_samples=600_000, model={"classifier_pool": "max+mean"})
+
+
 #: The recipes of the study, in the order they were tried (see docs/time-to-accuracy.md).
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _r("oracle-paper", note="the paper's optimiser: Adam 3e-4, no schedule, batch 64"),
@@ -112,18 +117,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # notebook 05 trains ~27 rows within 6 hours on 2 cores, so ~600k questions a row: which
     # recipe is furthest from the plateau (~46-50%) at that budget? The cpu recipe at a 600k
     # horizon, a higher peak, short programs first, and a narrower network given twice the questions
-    _r("ablations-600k", stem="perception", lr=1e-3, schedule="warmup_cosine", warmup_samples=50_000,
-       min_lr_ratio=0.05, max_samples=600_000, model={"classifier_pool": "max+mean"},
-       note="the cpu recipe (notebook 02's) with a 600k-question horizon: notebook 05's rows as they are"),
-    _r("ablations-600k-2e-3", stem="perception", lr=2e-3, schedule="warmup_cosine", warmup_samples=50_000,
-       min_lr_ratio=0.05, max_samples=600_000, model={"classifier_pool": "max+mean"},
-       note="the same with twice the peak learning rate"),
-    _r("ablations-600k-curriculum", stem="perception", lr=1e-3, schedule="warmup_cosine",
-       warmup_samples=50_000, min_lr_ratio=0.05, max_samples=600_000, model={"classifier_pool": "max+mean"},
-       curriculum="program_length", curriculum_samples=300_000,
+    _r("ablations-600k", **_SHORT, note="the cpu recipe (notebook 02's) with a 600k-question horizon: "
+       "notebook 05's rows as they are"),
+    _r("ablations-600k-2e-3", **{**_SHORT, "lr": 2e-3}, note="the same with twice the peak learning rate"),
+    _r("ablations-600k-curriculum", **_SHORT, curriculum="program_length", curriculum_samples=300_000,
        note="the same with short programs first, all programs after 300k questions"),
-    _r("ablations-1.2M-c32", stem="perception", lr=1e-3, schedule="warmup_cosine", warmup_samples=50_000,
-       min_lr_ratio=0.05, max_samples=1_200_000, model={"classifier_pool": "max+mean", "channels": 32},
+    _r("ablations-1.2M-c32", **{**_SHORT, "max_samples": 1_200_000,
+                                "model": {"classifier_pool": "max+mean", "channels": 32}},
        note="half the channels (about half the cost of a question), given twice the questions"),
     _r("perception-paper", stem="perception"),
     _r("perception-warmup-1e-3", stem="perception", lr=1e-3, schedule="warmup_cosine",
