@@ -524,8 +524,10 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
         run_in_lanes([(k, dict(job, kind=k, progress=False, threads=max(1, (threads or lanes) // lanes)))
                       for k in order], lanes, progress=progress)
     out = {}
-    for kind in kinds:
-        metrics = evaluate_run(Path(results_dir) / f"{kind}_{scale}", data_dir, "val", device=device)
+    for kind in kinds:      # a run already scored from its present best.pt is not scored again
+        run = Path(results_dir) / f"{kind}_{scale}"
+        metrics = (json.loads((run / "metrics.json").read_text()) if scored_on_val(run)
+                   else evaluate_run(run, data_dir, "val", device=device))
         out[metrics["model"]] = metrics
     return out
 
@@ -829,14 +831,27 @@ def run_image_reliance(run_dir, data_dir, split: str = "val", *, which: str = "b
                        batch_size: int = 256, seed: int = 0) -> dict:
     """How much a run's answers come from the image: its accuracy on a split with each question's
     own image and with another scene's (:func:`filmlib.evaluate.image_reliance`; the swap is a
-    derangement of the scenes within each batch of ``batch_size``, drawn from ``seed``)."""
+    derangement of the scenes within each batch of ``batch_size``, drawn from ``seed``).
+
+    The result is kept in the run directory (``image_reliance_<split>.json``) and returned again,
+    without scoring, while that checkpoint is unchanged and the split, checkpoint, batch size and
+    seed are the same."""
+    run_dir = Path(run_dir)
+    kept, checkpoint = run_dir / f"image_reliance_{split}.json", run_dir / f"{which}.pt"
+    key = {"split": split, "checkpoint": which, "batch_size": batch_size, "seed": seed}
+    if kept.is_file() and checkpoint.is_file() and kept.stat().st_mtime >= checkpoint.stat().st_mtime:
+        result = json.loads(kept.read_text())
+        if all(result.get(k) == v for k, v in key.items()):
+            return {k: v for k, v in result.items() if k != "checkpoint"}
     device = resolve_device(device)
     model, ckpt = load_run(run_dir, which, device)
     if not _reads_image(model):
         raise ValueError(f"{run_dir}: {model_label(model)} reads no image, so there is nothing to swap")
     dataset = split_for(model, data_dir, split, features=run_features(ckpt))
     result = image_reliance(model, make_loader(dataset, batch_size), batch_fn=default_batch, device=device, seed=seed)
-    return {"model": model_label(model), "split": split, "batch_size": batch_size, "seed": seed, **result}
+    out = {"model": model_label(model), "split": split, "batch_size": batch_size, "seed": seed, **result}
+    atomic_write_text(kept, json.dumps({**out, "checkpoint": which}, indent=1) + "\n")
+    return out
 
 
 def error_report(run_dir, root, split: str = "val", *, data_dir=None, perception_dir=None) -> dict:

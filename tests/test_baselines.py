@@ -3,6 +3,8 @@ overfits a tiny batch; Q-type answers the hand-computed mode; runs train and eva
 Table 1 files and the ordering check."""
 import csv
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +198,7 @@ def test_train_then_evaluate_each_baseline(kind, data, tmp_path):
 
 
 
-def test_image_reliance_of_a_run(data, tmp_path):
+def test_image_reliance_of_a_run(data, tmp_path, monkeypatch):
     from filmlib.experiment import run_image_reliance
     train_baseline(data, tmp_path / "sa", "cnn_lstm_sa", preset_name="smoke", epochs=1, threads=1, progress=False)
     own = evaluate_run(tmp_path / "sa", data, "val", device="cpu")["val_accuracy"]
@@ -204,6 +206,23 @@ def test_image_reliance_of_a_run(data, tmp_path):
     assert r["questions"] == 40 and r["model"] == "CNN+LSTM+SA" and r["batch_size"] == 16
     assert r["own_images"] == pytest.approx(own) and 0 <= r["other_images"] <= 1
     assert run_image_reliance(tmp_path / "sa", data, "val", device="cpu", batch_size=16, seed=0) == r
+    kept = tmp_path / "sa" / "image_reliance_val.json"
+    assert json.loads(kept.read_text())["checkpoint"] == "best"
+    import filmlib.experiment as experiment
+
+    def rescored(*a, **k):
+        rescored.calls += 1
+        return {"own_images": 0.0, "other_images": 0.0, "questions": 1}
+    rescored.calls = 0
+    monkeypatch.setattr(experiment, "image_reliance", rescored)
+    assert run_image_reliance(tmp_path / "sa", data, "val", device="cpu", batch_size=16) == r   # kept
+    assert rescored.calls == 0
+    run_image_reliance(tmp_path / "sa", data, "val", device="cpu", batch_size=16, seed=1)        # another swap
+    assert rescored.calls == 1
+    best = tmp_path / "sa" / "best.pt"
+    os.utime(best, (kept.stat().st_mtime + 5,) * 2)                     # new weights: scored again
+    assert run_image_reliance(tmp_path / "sa", data, "val", device="cpu", batch_size=16, seed=1)["questions"] == 1
+    assert rescored.calls == 2
     train_baseline(data, tmp_path / "lstm", "lstm", preset_name="smoke", epochs=1, threads=1, progress=False)
     with pytest.raises(ValueError, match="LSTM reads no image"):
         run_image_reliance(tmp_path / "lstm", data, "val", device="cpu")
@@ -481,7 +500,6 @@ def test_lanes_end_with_the_process_that_started_them(how, tmp_path):
     import signal
     import subprocess
     import sys
-    import time
     (tmp_path / "lane_helpers.py").write_text(_LANE_HELPERS)
     marker = tmp_path / "lane.pid"
     script = tmp_path / "parent.py"
@@ -505,6 +523,28 @@ def test_lanes_end_with_the_process_that_started_them(how, tmp_path):
     while not _gone(lane) and time.time() < deadline:
         time.sleep(0.2)
     assert _gone(lane), f"lane {lane} outlived its parent ({how})"
+
+
+def test_a_run_scored_from_its_present_weights_is_not_scored_again(tmp_path, monkeypatch):
+    """run_baselines reads metrics.json of a run scored on val since its best.pt was written (a
+    relaunched notebook does not score finished runs again); a run whose best.pt is newer is scored."""
+    from filmlib import experiment
+    scale = "smoke"
+    scored = []
+    monkeypatch.setattr(experiment, "train_table1_row", lambda kind, **kw: None)
+    monkeypatch.setattr(experiment, "evaluate_run",
+                        lambda run, *a, **k: scored.append(Path(run).name) or {"model": "new " + Path(run).name})
+    for kind in ("lstm", "cnn_lstm"):
+        run = tmp_path / f"{kind}_{scale}"
+        run.mkdir()
+        (run / "best.pt").write_bytes(b"weights")
+        (run / "predictions_val.jsonl").write_text("")
+        (run / "metrics.json").write_text(json.dumps({"split": "val", "model": f"kept {kind}"}))
+    stale = tmp_path / f"cnn_lstm_{scale}" / "best.pt"
+    os.utime(stale, (time.time() + 5,) * 2)
+    out = experiment.run_baselines(tmp_path, tmp_path, scale, models=["lstm", "cnn_lstm"], lanes=1)
+    assert scored == [f"cnn_lstm_{scale}"]
+    assert list(out) == ["kept lstm", f"new cnn_lstm_{scale}"]
 
 
 def test_lanes_are_for_the_runs_still_to_train(tmp_path, monkeypatch):
