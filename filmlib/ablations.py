@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .config import load_scale
 from .evaluate import mcnemar, read_correct
-from .experiment import evaluate_run, film_train_kwargs, run_in_lanes, run_spent, scored_on_val, train_film
+from .experiment import film_train_kwargs, run_in_lanes, run_spent, train_film, val_metrics
 from .io import atomic_write_text
 from .models.config import ABLATIONS, DEPTHS
 from .train import TrainingDiverged, load_checkpoint
@@ -171,8 +171,7 @@ def run_ablations(scale: str, data_dir, results_dir, *, names=None, seed: int = 
         if gone is not None:
             out[v.name] = {"diverged": gone}
             continue
-        out[v.name] = (json.loads((run / "metrics.json").read_text()) if scored_on_val(run)
-                       else evaluate_run(run, data_dir, "val", device=device, label=v.label))
+        out[v.name] = val_metrics(run, data_dir, device=device, label=v.label)
     return out
 
 

@@ -525,9 +525,7 @@ def run_baselines(data_dir, results_dir, scale: str, *, stem: str | None = None,
                       for k in order], lanes, progress=progress)
     out = {}
     for kind in kinds:      # a run already scored from its present best.pt is not scored again
-        run = Path(results_dir) / f"{kind}_{scale}"
-        metrics = (json.loads((run / "metrics.json").read_text()) if scored_on_val(run)
-                   else evaluate_run(run, data_dir, "val", device=device))
+        metrics = val_metrics(Path(results_dir) / f"{kind}_{scale}", data_dir, device=device)
         out[metrics["model"]] = metrics
     return out
 
@@ -545,10 +543,23 @@ def scored_on_val(run_dir) -> bool:
     """Has the run's best checkpoint been scored on val (``metrics.json``, with its predictions)
     since it was written?"""
     run_dir = Path(run_dir)
-    metrics, best = run_dir / "metrics.json", run_dir / "best.pt"
-    if not (metrics.is_file() and best.is_file() and (run_dir / "predictions_val.jsonl").is_file()):
+    metrics = run_dir / "metrics.json"
+    if not (_written_since(metrics, run_dir / "best.pt") and (run_dir / "predictions_val.jsonl").is_file()):
         return False
-    return metrics.stat().st_mtime >= best.stat().st_mtime and json.loads(metrics.read_text()).get("split") == "val"
+    return json.loads(metrics.read_text()).get("split") == "val"
+
+
+def _written_since(path: Path, checkpoint: Path) -> bool:
+    """Was ``path`` written from ``checkpoint`` as it is now (both exist, ``path`` not older)?"""
+    return path.is_file() and checkpoint.is_file() and path.stat().st_mtime >= checkpoint.stat().st_mtime
+
+
+def val_metrics(run_dir, data_dir, *, device: str = "auto", label: str | None = None) -> dict:
+    """A run's metrics on val: those in its ``metrics.json`` while :func:`scored_on_val` holds,
+    else scored now (:func:`evaluate_run`)."""
+    if scored_on_val(run_dir):
+        return json.loads((Path(run_dir) / "metrics.json").read_text())
+    return evaluate_run(run_dir, data_dir, "val", device=device, label=label)
 
 
 def run_spent(run_dir, budget: int | None, minutes: float | None) -> bool:
@@ -839,7 +850,7 @@ def run_image_reliance(run_dir, data_dir, split: str = "val", *, which: str = "b
     run_dir = Path(run_dir)
     kept, checkpoint = run_dir / f"image_reliance_{split}.json", run_dir / f"{which}.pt"
     key = {"split": split, "checkpoint": which, "batch_size": batch_size, "seed": seed}
-    if kept.is_file() and checkpoint.is_file() and kept.stat().st_mtime >= checkpoint.stat().st_mtime:
+    if _written_since(kept, checkpoint):
         result = json.loads(kept.read_text())
         if all(result.get(k) == v for k, v in key.items()):
             return {k: v for k, v in result.items() if k != "checkpoint"}
@@ -896,5 +907,5 @@ def error_report(run_dir, root, split: str = "val", *, data_dir=None, perception
 
 __all__ = ["attention_maps", "pick_lr", "run_baselines", "table1_runs", "build_baseline_model", "build_model", "evaluate_run", "feature_shape",
            "film_train_kwargs", "load_run", "load_split", "model_from_config", "model_label", "perception_config", "error_report",
-           "predict_qtype", "prepare_maps", "run_features", "run_image_reliance", "train_baseline", "train_film",
+           "predict_qtype", "prepare_maps", "run_features", "run_image_reliance", "val_metrics", "train_baseline", "train_film",
            "split_for", "unknown_words_as_unk", "visual_file"]

@@ -80,7 +80,7 @@ def test_a_run_short_of_its_budget_is_resumed(prepared, tmp_path, smoke_pixels, 
     smoke_pixels["ablations"]["max_samples"] = budget + 1000
     calls = []
     monkeypatch.setattr(ablations, "train_variant", lambda **kw: calls.append(kw["variant"]["name"]))
-    monkeypatch.setattr(ablations, "evaluate_run", lambda *a, **k: {})
+    monkeypatch.setattr(ablations, "val_metrics", lambda *a, **k: {})
     ablations.run_ablations("smoke", data, tmp_path, names=["best", "gamma=1"], lanes=1, progress=False)
     assert calls == ["best", "gamma=1"]
     with pytest.raises(ValueError, match="unknown ablation rows: nope"):
@@ -171,7 +171,7 @@ def test_lanes_start_the_longest_rows_first(tmp_path, smoke_pixels, monkeypatch)
     lane idles at the end while the other trains the deepest model."""
     handed = []
     monkeypatch.setattr(ablations, "run_in_lanes", lambda jobs, lanes, **kw: handed.extend(n for n, _ in jobs))
-    monkeypatch.setattr(ablations, "evaluate_run", lambda *a, **k: {})
+    monkeypatch.setattr(ablations, "val_metrics", lambda *a, **k: {})
     ablations.run_ablations("smoke", tmp_path, tmp_path, names=["best", "depth_1", "depth_12", "raw_pixels",
                                                                 "depth_8", "beta=0"], lanes=2, progress=False)
     assert handed[:3] == ["depth_12", "raw_pixels", "depth_8"] and handed[-1] == "depth_1"
