@@ -21,6 +21,8 @@ For time-to-accuracy runs, three switches (all off by default):
   length, number of objects, zero-hop or not): for the first ``curriculum_samples``
   questions, each epoch draws only from the questions up to a level that rises with the
   questions seen (level k of L opens at k/L of the way); after that, from all of them.
+  Those short pool epochs are not scored on val (the curve points are) and never become
+  ``best.pt``.
 
 DistributedDataParallel is switched on by the environment ``torchrun`` sets; ``bf16`` autocasts
 to bfloat16 on a GPU, and on a CPU that multiplies bf16 in hardware (AMX, AVX512-BF16: oneDNN's
@@ -719,7 +721,11 @@ class Trainer:
             row.update(epoch=self.epoch, step=self.step, epoch_seconds=round(seconds, 3),
                        train_minutes=round(self.train_seconds / 60, 3),
                        samples_per_s=round(self._epoch_new_samples / max(seconds, 1e-9), 2))
-            if self.val_set is not None:
+            # an epoch over a curriculum pool (a few thousand easy questions at first) is not scored:
+            # it lasts seconds, and scoring the whole val set after each made a curriculum run
+            # spend most of its time on val (the curve points still measure it every
+            # eval_every_samples); the first epoch over every question is scored as usual
+            if self.val_set is not None and "curriculum_pool" not in row:
                 row["val_accuracy"] = self.evaluate(self.val_set)
                 if row["val_accuracy"] > self.best_val:
                     self.best_val, self.best_epoch, stale = row["val_accuracy"], self.epoch, 0

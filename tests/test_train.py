@@ -306,6 +306,26 @@ def test_curriculum_opens_up_by_level(tmp_path):
         Trainer(TinyModel(), data, None, cfg)
 
 
+def test_curriculum_pool_epochs_are_not_scored_on_val(tmp_path):
+    # a pool epoch lasts a moment; scoring all of val after each one made curriculum runs crawl
+    torch.manual_seed(0)
+    data = TinyData()
+    scored = []
+
+    class CountingTrainer(Trainer):
+        def evaluate(self, dataset):
+            scored.append(self.epoch)
+            return super().evaluate(dataset)
+
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=5, batch_size=8, patience=None, progress=False,
+                      curriculum_samples=150, threads=1)
+    trainer = CountingTrainer(TinyModel(), data, TinyData(), cfg, difficulty=[i % 3 for i in range(96)])
+    rows = trainer.fit(resume=False)["history"]
+    assert scored == [5]                                 # only the epoch over every question
+    assert [("val_accuracy" in r) for r in rows] == [False] * 4 + [True]
+    assert trainer.best_epoch == 5 and (tmp_path / "best.pt").is_file()
+
+
 class FiLMShapedData(torch.utils.data.Dataset):
     """Random 32x32 images and questions for the smoke FiLM preset."""
     def __init__(self, n=64, vocab=12, answers=5):
