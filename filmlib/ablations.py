@@ -91,11 +91,19 @@ def _config(scale: str) -> tuple[dict, dict]:
 
 def train_kwargs(scale: str, threads: int | None = None) -> dict:
     """``train_film`` keyword arguments every row shares: the scale's FiLM recipe with the
-    ablations' question budget (also the schedule's horizon), guard and curve spacing."""
+    ablations' question budget (also the schedule's horizon), guard and curve spacing, and the
+    section's own ``model`` changes (over ``film.model``, e.g. narrower rows at ``cpu``) and peak
+    ``lr`` where it sets them."""
     film, ab = _config(scale)
+    model = ab.get("model") or {}
+    if not isinstance(model, dict):
+        raise ValueError(f"filmlib/scales/{scale}.yaml: ablations.model must be a mapping of FiLMConfig "
+                         f"fields, not {model!r}")
     return film_train_kwargs({**film, "max_samples": ab.get("max_samples"), "time_limit_minutes": ab.get("minutes"),
                               "eval_every": ab.get("eval_every", film.get("eval_every")),
-                              "threads": threads or ab.get("threads") or film.get("threads")})
+                              "threads": threads or ab.get("threads") or film.get("threads"),
+                              "lr": ab.get("lr") or film.get("lr"),
+                              "model": {**(film.get("model") or {}), **model}})
 
 
 def cost(v: Variant) -> float:

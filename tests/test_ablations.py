@@ -70,6 +70,25 @@ def test_every_row_takes_the_scales_model_changes_under_its_own(prepared, tmp_pa
     assert (deep1.classifier_pool, deep1.num_blocks) == ("max+mean", 1)
 
 
+def test_the_sections_own_model_changes_and_lr_reach_every_row(smoke_pixels):
+    """ablations.model goes over film.model (a row's own change still wins, in train_variant);
+    ablations.lr replaces the peak; a bad model section is named."""
+    smoke_pixels["film"]["model"] = {"classifier_pool": "max+mean", "channels": 8}
+    smoke_pixels["ablations"].update(model={"channels": 4}, lr=2e-3)
+    kw = ablations.train_kwargs("smoke")
+    assert kw["model_changes"] == {"classifier_pool": "max+mean", "channels": 4} and kw["lr"] == 2e-3
+    smoke_pixels["ablations"].update(model=None, lr=None)
+    kw = ablations.train_kwargs("smoke")
+    assert kw["model_changes"] == {"classifier_pool": "max+mean", "channels": 8}
+    assert kw["lr"] == smoke_pixels["film"]["lr"]
+    smoke_pixels["ablations"]["model"] = ["channels", 4]
+    with pytest.raises(ValueError, match="ablations.model must be a mapping"):
+        ablations.train_kwargs("smoke")
+    smoke_pixels["ablations"]["model"] = {"chanels": 4}
+    with pytest.raises(ValueError, match="chanels"):
+        ablations.train_kwargs("smoke")
+
+
 def test_a_run_short_of_its_budget_is_resumed(prepared, tmp_path, smoke_pixels, monkeypatch):
     data = prepared / "h5"
     ablations.run_ablations("smoke", data, tmp_path, names=["best"], lanes=1, progress=False)
