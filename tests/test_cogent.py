@@ -90,3 +90,23 @@ def test_training_on_A_has_the_scales_time_guard(monkeypatch):
     seen.clear()
     cogent._train("film", "data", "out", "cpu", max_samples=2000, device="cpu", progress=False, seed=0)
     assert seen["film"]["time_limit_minutes"] is None
+
+
+def test_questions_per_image_may_differ_by_split(tmp_path, monkeypatch):
+    """A mapping gives trainA more questions per rendered image than the scored splits; a split
+    the mapping leaves out, or a count that is not a positive integer, is refused by name."""
+    import json
+    data = {"width": 32, "height": 24, "reset_every": 1000, "questions_per_image": {"trainA": 4, "valA": 2},
+            "splits": {"trainA": 3, "valA": 2}}
+    monkeypatch.setattr(cogent, "load_scale", lambda scale: {"cogent": {"data": data}})
+    root = tmp_path / "synthclevr-cogent"
+    cogent.generate(root, "tiny", seed=1, workers=1, progress=False)
+    for split, per_image in (("trainA", 4), ("valA", 2)):
+        questions = json.loads(clevr.questions_path(root, split).read_text())["questions"]
+        assert len(questions) == per_image * data["splits"][split], split
+    data["splits"]["valB"] = 2
+    with pytest.raises(ValueError, match=r"questions_per_image .*\(valB: None\)"):
+        cogent.generate(root, "tiny", seed=1, workers=1, progress=False)
+    data["questions_per_image"] = 0
+    with pytest.raises(ValueError, match=r"tiny\.yaml: cogent\.data\.questions_per_image"):
+        cogent.generate(root, "tiny", seed=1, workers=1, progress=False)
