@@ -89,6 +89,11 @@ _SHORT = dict(stem="perception", lr=1e-3, schedule="warmup_cosine", warmup_sampl
               max_samples=600_000, model={"classifier_pool": "max+mean"})
 
 
+def _narrow(max_samples: int, **changes) -> dict:
+    """The short recipe at 32 channels (about half a question's cost) for ``max_samples``."""
+    return {**_SHORT, "max_samples": max_samples, "model": {**_SHORT["model"], "channels": 32}, **changes}
+
+
 #: The recipes of the study, in the order they were tried (see docs/time-to-accuracy.md).
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _r("oracle-paper", note="the paper's optimiser: Adam 3e-4, no schedule, batch 64"),
@@ -122,14 +127,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _r("ablations-600k-2e-3", **{**_SHORT, "lr": 2e-3}, note="the same with twice the peak learning rate"),
     _r("ablations-600k-curriculum", **_SHORT, curriculum="program_length", curriculum_samples=300_000,
        note="the same with short programs first, all programs after 300k questions"),
-    _r("ablations-1.2M-c32", **{**_SHORT, "max_samples": 1_200_000, "model": {**_SHORT["model"], "channels": 32}},
+    _r("ablations-1.2M-c32", **_narrow(1_200_000),
        note="half the channels (about half the cost of a question), given twice the questions"),
     # none of the four above leaves the plateau (49-53% val at the end): rows that reason need
     # longer, so the cheaper narrow network at 2M questions, at the cpu recipe's peak and twice it
-    _r("ablations-2M-c32", **{**_SHORT, "max_samples": 2_000_000, "model": {**_SHORT["model"], "channels": 32}},
+    _r("ablations-2M-c32", **_narrow(2_000_000),
        note="half the channels, 2M questions"),
-    _r("ablations-2M-c32-2e-3", **{**_SHORT, "lr": 2e-3, "max_samples": 2_000_000,
-                                   "model": {**_SHORT["model"], "channels": 32}},
+    _r("ablations-2M-c32-2e-3", **_narrow(2_000_000, lr=2e-3),
        note="half the channels, 2M questions, twice the peak learning rate"),
     _r("perception-paper", stem="perception"),
     _r("perception-warmup-1e-3", stem="perception", lr=1e-3, schedule="warmup_cosine",
