@@ -31,7 +31,7 @@ from .experiment import (_budget_kwargs, batch_fn_for, film_train_kwargs, load_r
                          train_baseline, train_film)
 from .io import atomic_write_text
 from .models.baselines import LABELS
-from .synth.generate import SplitSpec, generate_split, split_is_current
+from .synth.generate import generate_dataset
 
 #: The splits used, as the real release names them.
 SPLITS = ("trainA", "valA", "valB")
@@ -51,24 +51,16 @@ def cogent_root(root, source: str = "synth") -> Path:
 
 
 def generate(root, scale: str, *, seed: int = 0, workers: int = 1, progress: bool = True) -> dict:
-    """SynthCLEVR's trainA, valA and valB at the scale's ``cogent.data`` sizes (kept when current).
-    ``questions_per_image`` is one number for every split or a mapping {split: number} (more
-    distinct training questions from the same rendered images)."""
+    """SynthCLEVR's trainA, valA and valB at the scale's ``cogent.data`` sizes (kept when current;
+    ``questions_per_image`` may differ by split: :func:`~filmlib.synth.generate.questions_per_image`)."""
     data = load_scale(scale)["cogent"]["data"]
-    per_image = data["questions_per_image"]
     out = {}
     for name, n in data["splits"].items():
         if name not in SPLITS:
             raise ValueError(f"cogent.data.splits: {name!r} is not one of {SPLITS}")
-        questions = per_image.get(name) if isinstance(per_image, dict) else per_image
-        if not isinstance(questions, int) or isinstance(questions, bool) or questions < 1:
-            raise ValueError(f"filmlib/scales/{scale}.yaml: cogent.data.questions_per_image must be a positive "
-                             f"integer or a mapping giving one to every split ({name}: {questions!r})")
-        spec = SplitSpec(split=name[:-1], cogent=name[-1], num_images=n, seed=seed,
-                         questions_per_image=questions, width=data["width"],
-                         height=data["height"], reset_every=data.get("reset_every", 1000))
-        out[name] = "kept" if split_is_current(root, spec) else generate_split(root, spec, workers=workers,
-                                                                                 progress=progress)
+        out.update(generate_dataset(root, {**data, "splits": {name[:-1]: n}}, seed=seed, workers=workers,
+                                    cogent=name[-1], progress=progress,
+                                    where=f"filmlib/scales/{scale}.yaml: cogent.data"))
     return out
 
 

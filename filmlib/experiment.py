@@ -197,7 +197,8 @@ def prepare_data(scale: str, root=None, results_dir=None, *, splits=("train", "v
     cache = default_cache_dir(root, size)
     if cfg["film"]["stem"] == "features" and cfg["film"].get("features", "features") == "features":
         _need_resnet101_weights()             # checked before hours of generating, not after
-    made = generate_dataset(root, cfg["data"], seed=seed, workers=workers, progress=progress)
+    made = generate_dataset(root, cfg["data"], seed=seed, workers=workers, progress=progress,
+                            where=f"filmlib/scales/{scale}.yaml: data")
     splits = tuple(s for s in splits if s in cfg["data"]["splits"])
     pre = preprocess_root(root, cache, splits=splits, image_size=(size, size), workers=workers,
                           progress=progress)["report"]

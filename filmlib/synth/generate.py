@@ -416,15 +416,29 @@ def split_is_current(root, spec: SplitSpec) -> bool:
     return not spec.humans_per_image or humans_path(root, spec.name).exists()
 
 
+def questions_per_image(scale_data: dict, name: str, where: str = "data") -> int:
+    """The split ``name``'s questions per image: ``questions_per_image`` is one number for every
+    split or a mapping {split: number} (e.g. more distinct training questions from the same
+    renders); ``where`` names the section in the error."""
+    per_image = scale_data["questions_per_image"]
+    n = per_image.get(name) if isinstance(per_image, dict) else per_image
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{where}.questions_per_image must be a positive integer or a mapping giving one "
+                         f"to every split ({name}: {n!r})")
+    return n
+
+
 def generate_dataset(root, scale_data: dict, *, seed: int = 0, workers: int = 1,
-                     cogent: str | None = None, progress: bool = True, force: bool = False) -> dict:
-    """Every split of a scale's ``data`` section (see :func:`filmlib.config.load_scale`).
+                     cogent: str | None = None, progress: bool = True, force: bool = False,
+                     where: str = "data") -> dict:
+    """Every split of a scale's ``data`` section (see :func:`filmlib.config.load_scale`), under
+    the CoGenT condition ``cogent`` if given; ``where`` names the section in errors.
 
     Splits already present with the same settings are kept, so re-running is cheap."""
     out = {}
     for split, n in scale_data["splits"].items():
         spec = SplitSpec(split=split, num_images=n, seed=seed, cogent=cogent,
-                         questions_per_image=scale_data["questions_per_image"],
+                         questions_per_image=questions_per_image(scale_data, split + (cogent or ""), where),
                          humans_per_image=scale_data.get("humans_per_image", 0),
                          width=scale_data["width"], height=scale_data["height"],
                          reset_every=scale_data.get("reset_every", 1000))
