@@ -108,6 +108,21 @@ def _train(kind: str, data_dir, out_dir, scale: str, *, max_samples: int | None,
                           max_samples=max_samples, seed=seed, device=device, progress=progress, **{**kw, **extra})
 
 
+def train_samples(cfg: dict, kind: str, scale: str) -> int | None:
+    """The questions a ``kind`` trains on A: ``cogent.train_samples`` is one number (or null: the
+    recipe's own budget) for every model, or a mapping {kind: number} (a cheaper baseline)."""
+    value = cfg["train_samples"]
+    if isinstance(value, dict):
+        if kind not in value:
+            raise ValueError(f"filmlib/scales/{scale}.yaml: cogent.train_samples gives no budget for {kind!r} "
+                             f"(it gives {sorted(value)})")
+        value = value[kind]
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"filmlib/scales/{scale}.yaml: cogent.train_samples for {kind!r} must be a positive "
+                         f"integer or null (got {value!r})")
+    return value
+
+
 def table1_lr(results_dir, kind: str, scale: str) -> float | None:
     """The peak learning rate notebook 03 picked for a baseline on val (None before it has)."""
     path = Path(results_dir) / f"{kind}_{scale}" / "lr_grid.json"
@@ -124,7 +139,7 @@ def _started_lr(run_dir: Path) -> float | None:
 def run_cogent(scale: str, data_dir, results_dir, *, kinds=KINDS, seed: int = 0, device: str = "auto",
                progress: bool = True) -> dict[str, dict]:
     """Figure 9 for each model of ``kinds``: trained on A (the scale's ``cogent.train_samples``
-    questions), then fine-tuned from it on each share of the pool (``FRACTIONS``; ``finetune_*``
+    questions: :func:`train_samples`), then fine-tuned from it on each share of the pool (``FRACTIONS``; ``finetune_*``
     settings), every run scored on A and B. Returns {row name: {"kind", "trained_on_A": scores,
     "finetuned": {fraction: scores}}}."""
     from .train import resolve_device
@@ -136,7 +151,7 @@ def run_cogent(scale: str, data_dir, results_dir, *, kinds=KINDS, seed: int = 0,
     for kind in kinds:
         base = out_root / f"{kind}_A"
         lr = None if kind == "film" else (_started_lr(base) or table1_lr(results_dir, kind, scale))
-        _train(kind, data_dir, base, scale, max_samples=cfg["train_samples"], device=dev, progress=progress,
+        _train(kind, data_dir, base, scale, max_samples=train_samples(cfg, kind, scale), device=dev, progress=progress,
                seed=seed, lr=lr, minutes=cfg.get("train_minutes"), splits=("trainA", "valA"))
         row = {"kind": kind, "trained_on_A": score(base, data_dir, rest, device=dev), "finetuned": {}}
         for fraction in FRACTIONS:

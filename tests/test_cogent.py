@@ -110,3 +110,31 @@ def test_questions_per_image_may_differ_by_split(tmp_path, monkeypatch):
     data["questions_per_image"] = 0
     with pytest.raises(ValueError, match=r"tiny\.yaml: cogent\.data\.questions_per_image"):
         cogent.generate(root, "tiny", seed=1, workers=1, progress=False)
+
+
+def test_each_model_trains_on_A_for_its_own_budget(monkeypatch):
+    """``cogent.train_samples`` may give each model its own budget on A (the fine-tunes keep
+    theirs); a model the mapping leaves out, or a budget that is not a positive count, is refused
+    by the scale file's name."""
+    import numpy as np
+    cfg = {"train_samples": {"film": 3000, "cnn_lstm_sa": 1000}, "train_minutes": None, "finetune_images": 1,
+           "finetune_lr": 1e-3, "finetune_epochs": 1, "finetune_max_samples": 8, "finetune_val_samples": None}
+    monkeypatch.setattr(cogent, "load_scale", lambda scale: {"cogent": cfg, "film": {"batch_size": 4}})
+    monkeypatch.setattr(cogent, "pool_and_eval_rows", lambda data, n: (np.arange(10), np.arange(10, 20)))
+    monkeypatch.setattr(cogent, "table1_lr", lambda *a: 1e-4)
+    monkeypatch.setattr(cogent, "score", lambda *a, **k: {"A": 0.5, "B": 0.4})
+    budgets = {}
+    monkeypatch.setattr(cogent, "_train", lambda kind, data, out, scale, **kw: budgets.setdefault(out.name, kw["max_samples"]))
+    cogent.run_cogent("tiny", "cache", "results", device="cpu", progress=False)
+    assert budgets["film_A"] == 3000 and budgets["cnn_lstm_sa_A"] == 1000
+    assert budgets["film_B100"] == budgets["cnn_lstm_sa_B100"] == 8             # the fine-tunes' own cap
+    assert cogent.train_samples({"train_samples": None}, "film", "paper") is None   # the recipe's own budget
+    assert cogent.train_samples({"train_samples": 500}, "cnn_lstm_sa", "tiny") == 500
+    with pytest.raises(ValueError, match=r"tiny\.yaml: cogent\.train_samples gives no budget for 'film'"):
+        cogent.train_samples({"train_samples": {"cnn_lstm_sa": 5}}, "film", "tiny")
+    with pytest.raises(ValueError, match=r"tiny\.yaml: cogent\.train_samples for 'film' must be a positive"):
+        cogent.train_samples({"train_samples": {"film": 0}}, "film", "tiny")
+    # every shipped scale gives both models a budget
+    for scale in ("smoke", "cpu", "paper"):
+        for kind in cogent.KINDS:
+            cogent.train_samples(load_scale(scale)["cogent"], kind, scale)
