@@ -27,8 +27,8 @@ from .data import clevr
 from .data.datasets import make_loader
 from .data.vocab import Vocab
 from .evaluate import predict, write_predictions
-from .experiment import (_budget_kwargs, batch_fn_for, film_train_kwargs, load_run, run_features, split_for,
-                         train_baseline, train_film)
+from .experiment import (_budget_kwargs, _written_since, batch_fn_for, film_train_kwargs, load_run, run_features,
+                         split_for, train_baseline, train_film)
 from .io import atomic_write_text
 from .models.baselines import LABELS
 from .synth.generate import generate_dataset
@@ -78,10 +78,19 @@ def pool_and_eval_rows(data_dir, finetune_images: int) -> tuple[np.ndarray, np.n
 
 def score(run_dir, data_dir, eval_rows, *, which: str = "best", device: str = "cpu") -> dict:
     """A run's accuracy on valA (``A``) and on valB's scoring questions (``B``); writes
-    ``scores.json`` and the two predictions files into the run."""
+    ``scores.json`` and the two predictions files into the run. A run already scored from its
+    present checkpoint, on the same B questions, is not scored again (a resumed notebook)."""
+    run_dir = Path(run_dir)
+    done = run_dir / "scores.json"
+    if _written_since(done, run_dir / f"{which}.pt") and all(
+            (run_dir / f"predictions_{split}.jsonl").is_file() for split in ("valA", "valB")):
+        kept = json.loads(done.read_text())
+        if kept.get("checkpoint") == which and kept.get("B_questions") == len(eval_rows):
+            return kept
     model, ckpt = load_run(run_dir, which, device)
     answers = Vocab.load(Path(data_dir) / "vocab.json").answer_idx_to_token
-    out = {"checkpoint": which, "samples": ckpt.get("samples"), "train_minutes": round(ckpt["train_seconds"] / 60, 2)}
+    out = {"checkpoint": which, "samples": ckpt.get("samples"), "train_minutes": round(ckpt["train_seconds"] / 60, 2),
+           "B_questions": len(eval_rows)}
     for name, split, rows in (("A", "valA", None), ("B", "valB", eval_rows)):
         dataset = split_for(model, data_dir, split, features=run_features(ckpt), indices=rows)
         pred = predict(model, make_loader(dataset, 256), batch_fn=batch_fn_for(dataset), device=device)

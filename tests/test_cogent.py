@@ -138,3 +138,43 @@ def test_each_model_trains_on_A_for_its_own_budget(monkeypatch):
     for scale in ("smoke", "cpu", "paper"):
         for kind in cogent.KINDS:
             cogent.train_samples(load_scale(scale)["cogent"], kind, scale)
+
+
+def test_a_run_scored_from_its_present_checkpoint_is_not_scored_again(tmp_path, monkeypatch):
+    """``score`` keeps ``scores.json`` written since the checkpoint, for the same checkpoint and
+    the same B questions, with both predictions files; a newer checkpoint, another checkpoint,
+    other B questions or a missing predictions file score again."""
+    import json
+    import os
+
+    class Scored(Exception):
+        pass
+
+    def load_run(run_dir, which, device):
+        raise Scored(which)
+
+    monkeypatch.setattr(cogent, "load_run", load_run)
+    run = tmp_path / "film_B10"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"weights")
+    kept = {"checkpoint": "best", "samples": 10, "train_minutes": 0.1, "A": 0.6, "B": 0.5, "B_questions": 4}
+    (run / "scores.json").write_text(json.dumps(kept))
+    for split in ("valA", "valB"):
+        (run / f"predictions_{split}.jsonl").write_text("{}\n")
+    t = os.stat(run / "best.pt").st_mtime
+    os.utime(run / "scores.json", (t + 1, t + 1))
+    assert cogent.score(run, "cache", np.arange(4)) == kept
+    with pytest.raises(Scored):
+        cogent.score(run, "cache", np.arange(5))                       # other B questions
+    (run / "last.pt").write_bytes(b"weights")
+    os.utime(run / "last.pt", (t, t))
+    with pytest.raises(Scored):
+        cogent.score(run, "cache", np.arange(4), which="last")         # scored from best, not last
+    (run / "predictions_valB.jsonl").unlink()
+    with pytest.raises(Scored):
+        cogent.score(run, "cache", np.arange(4))
+    (run / "predictions_valB.jsonl").write_text("{}\n")
+    os.utime(run / "scores.json", (t + 1, t + 1))
+    os.utime(run / "best.pt", (t + 2, t + 2))                          # a newer checkpoint
+    with pytest.raises(Scored):
+        cogent.score(run, "cache", np.arange(4))
