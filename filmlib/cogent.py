@@ -147,9 +147,9 @@ def _started_lr(run_dir: Path) -> float | None:
 
 def run_cogent(scale: str, data_dir, results_dir, *, kinds=KINDS, seed: int = 0, device: str = "auto",
                progress: bool = True) -> dict[str, dict]:
-    """Figure 9 for each model of ``kinds``: trained on A (the scale's ``cogent.train_samples``
-    questions: :func:`train_samples`), then fine-tuned from it on each share of the pool (``FRACTIONS``; ``finetune_*``
-    settings), every run scored on A and B. Returns {row name: {"kind", "trained_on_A": scores,
+    """Figure 9 for each model of ``kinds``: trained on A (its :func:`train_samples` questions),
+    then fine-tuned from it on each share of the pool (``FRACTIONS``; ``finetune_*`` settings),
+    every run scored on A and B. Returns {row name: {"kind", "trained_on_A": scores,
     "finetuned": {fraction: scores}}}."""
     from .train import resolve_device
     cfg = load_scale(scale)["cogent"]
@@ -160,8 +160,8 @@ def run_cogent(scale: str, data_dir, results_dir, *, kinds=KINDS, seed: int = 0,
     for kind in kinds:
         base = out_root / f"{kind}_A"
         lr = None if kind == "film" else (_started_lr(base) or table1_lr(results_dir, kind, scale))
-        _train(kind, data_dir, base, scale, max_samples=train_samples(cfg, kind, scale), device=dev, progress=progress,
-               seed=seed, lr=lr, minutes=cfg.get("train_minutes"), splits=("trainA", "valA"))
+        _train(kind, data_dir, base, scale, max_samples=train_samples(cfg, kind, scale), device=dev,
+               progress=progress, seed=seed, lr=lr, minutes=cfg.get("train_minutes"), splits=("trainA", "valA"))
         row = {"kind": kind, "trained_on_A": score(base, data_dir, rest, device=dev), "finetuned": {}}
         for fraction in FRACTIONS:
             rows = pool[:max(2, round(fraction * len(pool)))]      # batch norm trains on 2 or more
