@@ -166,15 +166,20 @@ def mcnemar(a: dict[int, bool], b: dict[int, bool]) -> dict:
         raise ValueError("the two models share no scored question")
     only_a = sum(a[q] and not b[q] for q in common)
     only_b = sum(b[q] and not a[q] for q in common)
+    return {"questions": len(common), "only_a": only_a, "only_b": only_b, "p_value": mcnemar_p(only_a, only_b)}
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """McNemar's exact two-sided p-value from the discordant counts: the questions only one of
+    two answer sets gets right, ``only_a`` and ``only_b``."""
     n, k = only_a + only_b, min(only_a, only_b)
     if n == 0:
-        p = 1.0
-    else:   # P(X <= k) for X ~ Binomial(n, 1/2), doubled; summed in log space (n can be thousands)
-        logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
-                for i in range(k + 1)]
-        top = max(logs)
-        p = min(1.0, 2 * math.exp(top) * sum(math.exp(x - top) for x in logs))
-    return {"questions": len(common), "only_a": only_a, "only_b": only_b, "p_value": p}
+        return 1.0
+    # P(X <= k) for X ~ Binomial(n, 1/2), doubled; summed in log space (n can be thousands)
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
+            for i in range(k + 1)]
+    top = max(logs)
+    return min(1.0, 2 * math.exp(top) * sum(math.exp(x - top) for x in logs))
 
 
 def _pct(x) -> str:

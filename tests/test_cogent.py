@@ -6,6 +6,7 @@ from filmlib import cogent
 from filmlib.config import load_scale
 from filmlib.data import clevr
 from filmlib.data.preprocess import preprocess_root
+from filmlib.evaluate import mcnemar_p
 from filmlib.synth.attributes import COGENT
 
 
@@ -53,12 +54,16 @@ def _scores(a, b):
     return {"A": a, "B": b}
 
 
+ZERO_CLAIM = "the zero-shot method improves the B questions it applies to (paper: 71.5 → 80.7); McNemar p < 0.05"
+
+
 def test_fig9_table_and_verdicts(tmp_path):
     results = {"CNN+GRU+FiLM": {"kind": "film", "trained_on_A": _scores(0.9, 0.7),
                                 "finetuned": {0.01: _scores(0.88, 0.72), 1.0: _scores(0.8, 0.9)}},
                "CNN+LSTM+SA": {"kind": "cnn_lstm_sa", "trained_on_A": _scores(0.6, 0.5),
                                "finetuned": {1.0: _scores(0.62, 0.55)}}}
-    zero = {"applies_to": 30, "questions": 100, "share": 0.3, "accuracy_before": 0.6, "accuracy_after": 0.7}
+    zero = {"applies_to": 300, "questions": 1000, "share": 0.3, "accuracy_before": 0.6, "accuracy_after": 0.7,
+            "fixed": 40, "broke": 10, "p_value": mcnemar_p(40, 10)}
     rows = cogent.write_fig9(results, tmp_path, "cogent_smoke", zero=zero)
     assert [r["model"] for r in rows] == ["CNN+GRU+FiLM", "CNN+GRU+FiLM 0-Shot", "CNN+LSTM+SA"]
     assert rows[0]["finetune_B_on_B"] == 90.0 and rows[0]["paper_train_A_on_B"] == 75.6
@@ -70,7 +75,12 @@ def test_fig9_table_and_verdicts(tmp_path):
                      "CNN+GRU+FiLM: fine-tuning on B recovers B and forgets some of A": True,
                      "CNN+LSTM+SA: accuracy drops from A to B": True,
                      "CNN+LSTM+SA: fine-tuning on B recovers B and forgets some of A": False,   # A went up
-                     "the zero-shot method improves the B questions it applies to (paper: 71.5 → 80.7)": True}
+                     ZERO_CLAIM: True}
+    # the same gain from many more changed answers is within chance: it does not hold
+    chance = zero | {"fixed": 130, "broke": 100, "p_value": mcnemar_p(130, 100)}
+    assert 0.05 < chance["p_value"] < 0.1
+    last = cogent.verdicts(results, chance)[-1]
+    assert last["claim"] == ZERO_CLAIM and last["holds"] is False and "130 answers fixed, 100 broken" in last["numbers"]
     none = cogent.verdicts(results, {"applies_to": 0, "share": 0.0, "accuracy_before": None, "accuracy_after": None})
     assert none[-1]["holds"] is False and none[-1]["numbers"] == "it applies to no question"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from filmlib import analysis
-from filmlib.analysis.arithmetic import filter_pairs, seen_color, unseen_pair
+from filmlib.analysis.arithmetic import _worked_examples, filter_pairs, seen_color, unseen_pair
 from filmlib.data import clevr
 from filmlib.data.datasets import ClevrQuestionsDataset
 from filmlib.data.preprocess import preprocess_root
@@ -97,4 +97,24 @@ def test_zero_shot_on_a_condition_b_split(cogent_b):
     assert 0 <= got["accuracy_before"] <= 1 and 0 <= got["accuracy_after"] <= 1
     ex = got["examples"][0]
     assert len(got["examples"]) == 3 and ex["swap_shape"] != ex["question"]
+    n = got["applies_to"]
+    assert got["fixed"] - got["broke"] == round((got["accuracy_after"] - got["accuracy_before"]) * n)
+    assert got["fixed"] + got["broke"] <= n
+    for ex in got["examples"]:
+        right = (ex["before"] == ex["answer"], ex["after"] == ex["answer"])
+        assert ex["effect"] == {(False, True): "fixed", (True, False): "broke"}.get(right, "unchanged")
     json.dumps(got)                                       # plain types only
+
+
+def test_worked_examples_show_fixed_then_broken_answers():
+    def made(effect, k):
+        return [{"effect": effect, "i": i} for i in range(k)]
+
+    def effects(fixed, broke, unchanged, n=5):
+        shown = {"fixed": made("fixed", fixed), "broke": made("broke", broke), "unchanged": made("unchanged", unchanged)}
+        return [e["effect"] for e in _worked_examples(shown, n)]
+
+    assert effects(5, 5, 5) == ["fixed"] * 4 + ["broke"]                 # a third of 5 (1) broken
+    assert effects(1, 5, 5) == ["fixed"] + ["broke"] * 4                 # too few fixed: more broken
+    assert effects(1, 1, 5) == ["fixed", "broke"] + ["unchanged"] * 3    # then unchanged ones fill
+    assert effects(0, 0, 2) == ["unchanged"] * 2                         # never more than there are

@@ -19,6 +19,7 @@ import torch
 
 from ..data.datasets import collate
 from ..data.vocab import encode_tokens, tokenize
+from ..evaluate import mcnemar_p
 from ..synth.attributes import COGENT, MATERIALS, SIZES
 
 #: The words the templates use for each shape (singular; the plural adds "s").
@@ -123,8 +124,9 @@ def zero_shot(model, dataset, records: dict[int, dict], vocab, *, condition: str
 
     ``records``: {question_index: the question's JSON record (``question``, ``program``)};
     ``vocab``: the model's. Returns the number of questions, how many the method applies to and
-    their share, the accuracy on those before and after, and the first ``examples`` worked
-    examples (texts, answers)."""
+    their share, the accuracy on those before and after, how many answers it ``fixed`` (wrong to
+    right) and ``broke`` (right to wrong) with McNemar's ``p_value`` of that split, and ``examples``
+    worked examples (texts, answers, its ``effect``; :func:`_worked_examples` picks them)."""
     model.eval()
     candidates = range(len(dataset)) if rows is None else [int(i) for i in rows]
     total = len(candidates)
@@ -140,8 +142,8 @@ def zero_shot(model, dataset, records: dict[int, dict], vocab, *, condition: str
            "condition": condition}
     if not rows:
         return out | {"accuracy_before": None, "accuracy_after": None, "examples": []}
-    before = after = 0
-    shown = []
+    before = after = fixed = broke = 0
+    shown = {"fixed": [], "broke": [], "unchanged": []}
 
     def encode(tokens):
         return torch.tensor(encode_tokens(tokens, vocab.question_token_to_idx))
@@ -159,17 +161,31 @@ def zero_shot(model, dataset, records: dict[int, dict], vocab, *, condition: str
         p_before = model(batch["visual"], gammas=g, betas=b).argmax(1)
         p_after = model(batch["visual"], gammas=g0, betas=b0).argmax(1)
         truth = batch["answers"]
-        before += int((p_before == truth).sum())
-        after += int((p_after == truth).sum())
+        right_before, right_after = p_before == truth, p_after == truth
+        before += int(right_before.sum())
+        after += int(right_after.sum())
+        fixed += int((right_after & ~right_before).sum())
+        broke += int((right_before & ~right_after).sum())
         for k in range(len(part)):
-            if len(shown) < examples:
+            effect = ("fixed" if right_after[k] and not right_before[k] else
+                      "broke" if right_before[k] and not right_after[k] else "unchanged")
+            if len(shown[effect]) < examples:
                 s = swaps[start + k]
-                shown.append({"question": " ".join(s["tokens"]), "pair": list(s["pair"]),
-                              **{key: " ".join(s[key]) for key in ("swap_shape", "swap_color", "swap_both")},
-                              "before": answers[int(p_before[k])], "after": answers[int(p_after[k])],
-                              "answer": answers[int(truth[k])]})
+                shown[effect].append({"question": " ".join(s["tokens"]), "pair": list(s["pair"]),
+                                      **{key: " ".join(s[key]) for key in ("swap_shape", "swap_color", "swap_both")},
+                                      "before": answers[int(p_before[k])], "after": answers[int(p_after[k])],
+                                      "answer": answers[int(truth[k])], "effect": effect})
     n = len(rows)
-    return out | {"accuracy_before": before / n, "accuracy_after": after / n, "examples": shown}
+    return out | {"accuracy_before": before / n, "accuracy_after": after / n, "fixed": fixed, "broke": broke,
+                  "p_value": mcnemar_p(fixed, broke), "examples": _worked_examples(shown, examples)}
+
+
+def _worked_examples(shown: dict[str, list], n: int) -> list[dict]:
+    """``n`` examples that show what the method does: answers it fixed, with up to a third of
+    ``n`` (more where it fixed too few) answers it broke, then unchanged ones to fill."""
+    broke = shown["broke"][:max(n // 3, n - len(shown["fixed"]))]
+    fixed = shown["fixed"][:n - len(broke)]
+    return fixed + broke + shown["unchanged"][:n - len(fixed) - len(broke)]
 
 
 __all__ = ["SHAPE_WORDS", "filter_pairs", "seen_color", "swap_questions", "unseen_pair", "zero_shot"]
