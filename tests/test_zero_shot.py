@@ -104,6 +104,8 @@ def test_zero_shot_on_a_condition_b_split(cogent_b):
         right = (ex["before"] == ex["answer"], ex["after"] == ex["answer"])
         assert ex["effect"] == {(False, True): "fixed", (True, False): "broke"}.get(right, "unchanged")
     json.dumps(got)                                       # plain types only
+    none = analysis.zero_shot(model, val, records, vocab, rows=[])
+    assert none["applies_to"] == 0 and (none["fixed"], none["broke"], none["p_value"]) == (0, 0, None)
 
 
 def test_worked_examples_show_fixed_then_broken_answers():

@@ -141,7 +141,8 @@ def zero_shot(model, dataset, records: dict[int, dict], vocab, *, condition: str
     out = {"questions": total, "applies_to": len(rows), "share": len(rows) / max(total, 1),
            "condition": condition}
     if not rows:
-        return out | {"accuracy_before": None, "accuracy_after": None, "examples": []}
+        return out | {"accuracy_before": None, "accuracy_after": None, "fixed": 0, "broke": 0, "p_value": None,
+                      "examples": []}
     before = after = fixed = broke = 0
     shown = {"fixed": [], "broke": [], "unchanged": []}
 
