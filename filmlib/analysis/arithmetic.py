@@ -163,13 +163,13 @@ def zero_shot(model, dataset, records: dict[int, dict], vocab, *, condition: str
         p_after = model(batch["visual"], gammas=g0, betas=b0).argmax(1)
         truth = batch["answers"]
         right_before, right_after = p_before == truth, p_after == truth
+        fixes, breaks = right_after & ~right_before, right_before & ~right_after
         before += int(right_before.sum())
         after += int(right_after.sum())
-        fixed += int((right_after & ~right_before).sum())
-        broke += int((right_before & ~right_after).sum())
-        for k in range(len(part)):
-            effect = ("fixed" if right_after[k] and not right_before[k] else
-                      "broke" if right_before[k] and not right_after[k] else "unchanged")
+        fixed += int(fixes.sum())
+        broke += int(breaks.sum())
+        for k, (f, b) in enumerate(zip(fixes.tolist(), breaks.tolist())):
+            effect = "fixed" if f else "broke" if b else "unchanged"
             if len(shown[effect]) < examples:
                 s = swaps[start + k]
                 shown[effect].append({"question": " ".join(s["tokens"]), "pair": list(s["pair"]),
